@@ -1,0 +1,6 @@
+/* Binding of the views kernels. */
+#include "arg.h"
+
+PyMethodDef ssde_views_methods[] = {
+    {NULL, NULL, 0, NULL},
+};

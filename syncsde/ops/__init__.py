@@ -1,0 +1,21 @@
+"""Typed wrappers over the C core (`syncsde._C`). Every op accepts torch tensors and numpy
+arrays (anything with ``__dlpack__``), writes into ``out`` in place (allocated when omitted),
+and raises TypeError/ValueError naming the argument on bad input."""
+from syncsde.ops._common import get_num_threads, set_num_threads
+from syncsde.ops.steps import (
+    DDIMCoefficients,
+    cfg_combine,
+    ddim_coefficients,
+    ddim_step,
+    eps_from_v,
+    eps_from_x0,
+    lincomb,
+    syncsde_step,
+    tweedie,
+)
+
+__all__ = [
+    "get_num_threads", "set_num_threads",
+    "DDIMCoefficients", "ddim_coefficients", "lincomb", "tweedie", "eps_from_x0", "eps_from_v",
+    "cfg_combine", "ddim_step", "syncsde_step",
+]
