@@ -95,6 +95,8 @@ def empty_like(x: Any, shape: Sequence[int] | None = None, dtype: Any = None) ->
         torch = _torch()
         return torch.empty(tuple(x.shape) if shape is None else tuple(shape),
                            dtype=x.dtype if dtype is None else dtype, device=x.device)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
     return np.empty(x.shape if shape is None else tuple(shape), dtype=x.dtype if dtype is None else dtype)
 
 
