@@ -171,8 +171,9 @@ check_output_layout(const ssde_arg *a)
         s = s < 0 ? -s : s;
         if (s < extent) {
             PyErr_Format(PyExc_ValueError,
-                         "argument '%s' has self-overlapping strides; outputs need one "
-                         "memory location per element: pass a contiguous tensor",
+                         "argument '%s' has strides that may overlap (interleaved "
+                         "dimensions); outputs need one memory location per element: pass a "
+                         "contiguous tensor",
                          a->name);
             return -1;
         }

@@ -2,6 +2,7 @@
 arrays (anything with ``__dlpack__``), writes into ``out`` in place (allocated when omitted),
 and raises TypeError/ValueError naming the argument on bad input."""
 from syncsde.ops._common import get_num_threads, set_num_threads
+from syncsde.ops.composite import UNCOVERED_POLICIES, normalize_accumulated, window_average
 from syncsde.ops.steps import (
     DDIMCoefficients,
     cfg_combine,
@@ -13,9 +14,17 @@ from syncsde.ops.steps import (
     syncsde_step,
     tweedie,
 )
+from syncsde.ops.windows import (
+    crop_windows,
+    paste_windows_add,
+    paste_windows_on_top,
+    window_coverage,
+)
 
 __all__ = [
     "get_num_threads", "set_num_threads",
     "DDIMCoefficients", "ddim_coefficients", "lincomb", "tweedie", "eps_from_x0", "eps_from_v",
     "cfg_combine", "ddim_step", "syncsde_step",
+    "crop_windows", "paste_windows_add", "paste_windows_on_top", "window_coverage",
+    "normalize_accumulated", "window_average", "UNCOVERED_POLICIES",
 ]
