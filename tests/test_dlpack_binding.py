@@ -259,3 +259,19 @@ def test_forked_child_does_not_hang():
     assert not alive, "forked child hung in an OpenMP region"
     expect = float(ops.tweedie(x, x, 0.5).sum())
     assert q.get(timeout=5) == pytest.approx(expect)
+
+
+def test_direct_binding_refuses_grad_tensors_and_cuda_like_devices():
+    x = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match="'x' requires grad"):
+        _C.lincomb2(torch.zeros(3), x, torch.zeros(3), 1.0, 1.0)
+
+
+def test_torch_fast_path_matches_generic_path():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    fast = torch.empty(5, 7)
+    _C.lincomb2(fast, x.t().contiguous().t(), y, 0.5, 2.0)  # transposed storage
+    slow = torch.empty(5, 7)
+    _C.lincomb2(LegacyOnly(slow), LegacyOnly(x.t().contiguous().t()), LegacyOnly(y), 0.5, 2.0)
+    assert torch.equal(fast, slow) and torch.allclose(fast, 0.5 * x + 2 * y)
