@@ -1,0 +1,256 @@
+"""The one lockstep sampler loop, shared by every task and every strategy.
+
+Per step: one (chunked) model call for all views (both CFG halves), conversion to eps, then the
+strategy's coupled update in the C core. The loop keeps only the current state (memory is
+O(views), not O(views x steps)), can checkpoint it atomically every k steps and resume after
+an interruption, shows a progress bar, and calls ``callback(step, t, y)`` for users who want
+intermediate states.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from syncsde import ops, schedules
+from syncsde.correlation import Correlation
+from syncsde.denoisers.base import predict_eps
+from syncsde.strategies import StepInfo, Strategy, make_strategy
+from syncsde.views import ViewSet
+
+
+@dataclass
+class SamplingSchedule:
+    """An explicit ``abar`` table plus the descending timesteps to visit and the final abar."""
+
+    abar: torch.Tensor
+    timesteps: list[int]
+    final_abar: float
+    num_train_timesteps: int = 1000
+
+    PRESETS = {
+        # name: (beta schedule, spacing, steps_offset, set_alpha_to_one, default steps)
+        "sd": ("scaled_linear", "leading", 1, False, 50),
+        "deepfloyd": ("squaredcos_cap_v2", "leading", 0, True, 30),
+        "mdm": ("cosine", "leading", 0, True, 50),
+        "linear": ("linear", "leading", 0, True, 50),
+    }
+
+    @classmethod
+    def preset(cls, name: str, num_steps: int | None = None) -> "SamplingSchedule":
+        """``sd`` (Stable Diffusion 1.x/2.x DDIM), ``deepfloyd`` (IF), ``mdm``, ``linear``."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown schedule preset {name!r}; expected one of {sorted(cls.PRESETS)}")
+        kind, spacing, offset, one, default = cls.PRESETS[name]
+        n = default if num_steps is None else int(num_steps)
+        if n < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
+        abar = schedules.alphas_cumprod(kind)
+        ts = schedules.ddim_timesteps(n, 1000, spacing=spacing, steps_offset=offset)
+        return cls(abar, ts, schedules.final_abar(abar, one), 1000)
+
+    def steps(self, eta: float = 0.0) -> list[StepInfo]:
+        pairs = schedules.step_pairs(self.timesteps, self.num_train_timesteps, len(self.timesteps))
+        out = []
+        for k, (t, s) in enumerate(pairs):
+            out.append(StepInfo(k, t, s, float(self.abar[t]),
+                                schedules.prev_abar(self.abar, t, s, self.final_abar), eta,
+                                list(self.timesteps)))
+        return out
+
+
+@dataclass
+class Problem:
+    """What a task hands the sampler: views, per-view conditions, the SyncSDE correlation
+    model, canonical weights, and how trajectories start.
+
+    ``init="canvas"`` crops every view's initial noise from one canvas-sized noise map (views
+    agree on overlaps); ``"independent"`` draws each view's noise separately.
+    ``initial_views`` maps a view index to a given initial state (e.g. an inverted x_T).
+    """
+
+    views: ViewSet
+    cond: Sequence[Any]
+    negative: Sequence[Any] | None = None
+    correlation: Correlation | None = None
+    weights: torch.Tensor | None = None
+    init: str = "canvas"
+    initial_views: dict[int, torch.Tensor] = field(default_factory=dict)
+    output_view: int | None = None  # the task's answer is this trajectory (else the canvas)
+
+    def __post_init__(self):
+        n = self.views.num_views
+        if len(self.cond) != n:
+            raise ValueError(f"got {len(self.cond)} conditions for {n} views")
+        if self.negative is not None and len(self.negative) != n:
+            raise ValueError(f"got {len(self.negative)} negative conditions for {n} views")
+        if self.init not in ("canvas", "independent"):
+            raise ValueError(f"init must be 'canvas' or 'independent', got {self.init!r}")
+
+
+@dataclass
+class SampleResult:
+    views: torch.Tensor   # [N, *batch, C, h, w] final trajectories
+    canvas: torch.Tensor  # [*batch, C, H, W] composed by the strategy's output rule
+    output: torch.Tensor  # the task's answer: problem.output_view of views, else the canvas
+    strategy: str
+    steps: int
+
+
+@dataclass
+class _Run:
+    views: ViewSet
+    correlation: Correlation | None
+    weights: torch.Tensor | None
+    timesteps: list[int]
+    dtype: torch.dtype
+    device: torch.device
+    batch_dims: int
+    canvas: torch.Tensor | None = None
+
+
+def _generator(seed: int | torch.Generator | None) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    return g
+
+
+def initial_state(problem: Problem, batch: int | None, generator: torch.Generator,
+                  dtype=torch.float32, device="cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Initial views ``[N, *batch, C, h, w]`` (noise drawn on the CPU so seeds agree across
+    devices) and the canvas noise they were cropped from (``None`` for independent init)."""
+    v = problem.views
+    bshape = () if batch is None else (int(batch),)
+    canvas = None
+    if problem.init == "canvas":
+        canvas = torch.randn((*bshape, *v.canvas_shape), generator=generator, dtype=torch.float32)
+        canvas = canvas.to(dtype)
+        y = v.forward(canvas)
+    else:
+        y = torch.randn((v.num_views, *bshape, *v.view_shape), generator=generator,
+                        dtype=torch.float32).to(dtype)
+    for i, x in problem.initial_views.items():
+        x = torch.as_tensor(x, dtype=dtype)
+        try:
+            y[i] = x.expand(y[i].shape)
+        except RuntimeError as e:
+            raise ValueError(f"initial state of view {i} has shape {tuple(x.shape)}; expected "
+                             f"{tuple(y[i].shape)}") from e
+    return y.to(device), None if canvas is None else canvas.to(device)
+
+
+def _save_checkpoint(path: str, state: dict) -> None:
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: an interruption leaves the previous checkpoint intact
+
+
+@torch.no_grad()
+def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde",
+           schedule: SamplingSchedule | str = "sd", num_steps: int | None = None,
+           guidance_scale: float = 1.0, eta: float = 0.0,
+           seed: int | torch.Generator | None = 0, batch: int | None = None,
+           dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+           progress: bool = True, callback: Callable[[int, int, torch.Tensor], None] | None = None,
+           max_batch: int | None = None, checkpoint: str | None = None,
+           checkpoint_every: int = 1, **strategy_options) -> SampleResult:
+    """Runs all views of ``problem`` in lockstep with ``strategy``.
+
+    ``batch`` draws that many independent samples at once (views become
+    ``[N, batch, C, h, w]``; the model sees ``N * batch`` inputs per step). ``checkpoint`` names
+    a file that receives the state every ``checkpoint_every`` steps; if it exists when the
+    run starts (same problem size and schedule), sampling resumes from it.
+    """
+    if isinstance(schedule, str):
+        schedule = SamplingSchedule.preset(schedule, num_steps)
+    elif num_steps is not None and num_steps != len(schedule.timesteps):
+        raise ValueError("pass num_steps only with a preset name; the schedule fixes its steps")
+    if len(schedule.timesteps) < 1:
+        raise ValueError("the schedule has zero steps")
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    strategy = make_strategy(strategy, **strategy_options)
+    ops.set_num_threads()  # follow torch.get_num_threads() / SYNCSDE_NUM_THREADS
+    device = torch.device(device)
+    gen = _generator(seed)
+    y, canvas = initial_state(problem, batch, gen, dtype, device)
+    n = problem.views.num_views
+    b = 1 if batch is None else int(batch)
+    run = _Run(problem.views, problem.correlation, problem.weights, list(schedule.timesteps),
+               dtype, device, 0 if batch is None else 1, canvas)
+    if run.weights is not None:
+        w = run.weights.to(dtype=dtype, device=device)
+        run.weights = w.reshape((n,) + (1,) * (run.batch_dims + 1) + tuple(w.shape[-2:]))
+    strategy.prepare(run)
+    infos = schedule.steps(eta)
+    start = 0
+    if checkpoint and os.path.exists(checkpoint):
+        state = torch.load(checkpoint, weights_only=False)
+        if state.get("shape") != tuple(y.shape) or state.get("timesteps") != run.timesteps or \
+                state.get("strategy") != strategy.name:
+            raise ValueError(f"checkpoint {checkpoint} belongs to another run "
+                             f"(shape {state.get('shape')}, strategy {state.get('strategy')})")
+        start, y, run.canvas = state["step"], state["y"].to(device), state["canvas"]
+        gen.set_state(state["rng"])
+    cond = [c for c in problem.cond for _ in range(b)]
+    negative = None if problem.negative is None else [c for c in problem.negative for _ in range(b)]
+    flat_shape = (n * b, *problem.views.view_shape)
+    bar = tqdm(infos[start:], desc=f"{strategy.name}", disable=not progress, leave=False)
+    for info in bar:
+        x = y.reshape(flat_shape)
+        eps = predict_eps(denoiser, x, info.t, info.abar_t, cond, negative, guidance_scale,
+                          max_batch, step=info.index).reshape(y.shape)
+        noise = None
+        if eta > 0:
+            noise = torch.randn(y.shape, generator=gen, dtype=torch.float32).to(dtype=dtype, device=device)
+        y = strategy.step(run, y, eps, info, noise)
+        if callback is not None:
+            callback(info.index, info.t, y)
+        done = info.index + 1
+        if checkpoint and (done % checkpoint_every == 0 or done == len(infos)):
+            _save_checkpoint(checkpoint, {"step": done, "y": y.cpu(), "canvas": run.canvas,
+                                          "rng": gen.get_state(), "shape": tuple(y.shape),
+                                          "timesteps": run.timesteps, "strategy": strategy.name})
+    bar.close()
+    canvas = compose(problem.views, y, strategy.output_rule, run.weights)
+    output = canvas if problem.output_view is None else y[problem.output_view]
+    return SampleResult(y, canvas, output, strategy.name, len(infos))
+
+
+def compose(views: ViewSet, y: torch.Tensor, rule: str, weights=None) -> torch.Tensor:
+    """The canvas from final views: ``on_top`` (later views overwrite) or ``average``."""
+    if rule == "on_top":
+        return views.composite_on_top(y)
+    if rule == "average":
+        return views.average(y, weights)
+    raise ValueError(f"unknown output rule {rule!r}; expected 'on_top' or 'average'")
+
+
+@torch.no_grad()
+def invert(x0: torch.Tensor, denoiser: Any, cond: Any, schedule: SamplingSchedule | str = "sd",
+           num_steps: int | None = None, guidance_scale: float = 1.0, negative: Any = None,
+           progress: bool = True) -> torch.Tensor:
+    """DDIM inversion of a clean sample ``x0`` ``[B, C, H, W]`` to the first timestep's level.
+
+    The step list is walked backwards: from level ``abar_s`` (the final abar for the last
+    step) the model is evaluated at timestep ``max(s, 0)`` and the deterministic DDIM map moves
+    to ``abar_t`` (the DDIM formula read from s to t). Guidance is off by default (the authors
+    invert with the source caption and no CFG).
+    """
+    if isinstance(schedule, str):
+        schedule = SamplingSchedule.preset(schedule, num_steps)
+    x = x0.clone()
+    b = len(x)
+    conds = [cond] * b
+    negs = None if negative is None else [negative] * b
+    for info in tqdm(list(reversed(schedule.steps())), desc="inversion", disable=not progress,
+                     leave=False):
+        t_eval = max(info.s, 0)
+        eps = predict_eps(denoiser, x, t_eval, info.abar_s, conds, negs, guidance_scale)
+        x = ops.ddim_step(x, eps, info.abar_s, info.abar_t, out=x)
+    return x

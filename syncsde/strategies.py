@@ -1,0 +1,147 @@
+"""Synchronization strategies: how the lockstep views are coupled at each step.
+
+A strategy is a small object with ``prepare(run)`` (once per sampling run) and
+``step(run, y, eps, info, noise) -> y_s``; the loop itself lives in :mod:`syncsde.sampler`.
+All math runs in the C core through :mod:`syncsde.ops` and the view sets.
+
+- ``independent``: plain DDIM per view (the floor).
+- ``syncsde``: ``y_s = DDIM(y_t, eps) - gamma_t inv_lambda(t) M (y_t - Xtilde)`` with the task's
+  correlation model (seed 000).
+- ``multidiffusion``: average ``x_s`` of all views in canonical space, then re-crop.
+- ``synctweedies``: average Tweedie ``x0`` in canonical space, then DDIM per view from the averaged
+  x0 (eps re-derived from x_t and that x0, so views stay consistent).
+- ``noise_average`` (Visual Anagrams): average eps mapped back through the inverse views.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from syncsde import ops
+from syncsde.correlation import CORRELATIONS, Correlation
+from syncsde.schedules import InvLambdaSchedule, LinearInvLambda
+
+
+@dataclass
+class StepInfo:
+    """One step t -> s of a run: its index, timesteps and cumulative alphas."""
+
+    index: int
+    t: int
+    s: int
+    abar_t: float
+    abar_s: float
+    eta: float
+    timesteps: list[int]
+
+
+class Strategy:
+    name = "base"
+    output_rule = "average"  # how a canvas task composes the final views
+
+    def prepare(self, run: Any) -> None:
+        """Called once before the first step (run holds views, correlation, weights)."""
+
+    def step(self, run: Any, y: torch.Tensor, eps: torch.Tensor, info: StepInfo,
+             noise: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Independent(Strategy):
+    name = "independent"
+
+    def step(self, run, y, eps, info, noise):
+        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+
+
+@dataclass
+class SyncSDE(Strategy):
+    """SyncSDE with ``inv_lambda`` (a number = the authors' ``inv_lambda * t / T``, or any
+    :class:`~syncsde.schedules.InvLambdaSchedule`) and a correlation model (``None`` = the task's
+    default; or a name: ``previous``, ``earlier``, ``two_sided``)."""
+
+    inv_lambda: float | InvLambdaSchedule = 5.0
+    correlation: Correlation | str | None = None
+    name: str = "syncsde"
+    output_rule: str = "on_top"
+    _schedule: Any = field(default=None, init=False, repr=False)
+    _masks: Any = field(default=None, init=False, repr=False)
+    _corr: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        if isinstance(self.inv_lambda, (int, float)):
+            if not self.inv_lambda >= 0:
+                raise ValueError(f"inv_lambda must be >= 0, got {self.inv_lambda!r}")
+            self.inv_lambda = LinearInvLambda(float(self.inv_lambda))
+        if isinstance(self.correlation, str):
+            if self.correlation not in CORRELATIONS:
+                raise ValueError(f"unknown correlation {self.correlation!r}; expected one of "
+                                 f"{sorted(CORRELATIONS)}")
+            self.correlation = CORRELATIONS[self.correlation]()
+
+    def prepare(self, run):
+        self._corr = self.correlation or run.correlation
+        if self._corr is None:
+            raise ValueError("syncsde needs a correlation model: the task gives none and none was passed")
+        self._schedule = self.inv_lambda.bind(run.timesteps)
+        like = torch.zeros((run.views.num_views, *run.views.view_shape), dtype=run.dtype,
+                           device=run.device)
+        m = self._corr.masks(run.views, like)
+        self._masks = m.reshape((m.shape[0],) + (1,) * (run.batch_dims + 1) + tuple(m.shape[-2:]))
+
+    def step(self, run, y, eps, info, noise):
+        ref = self._corr.references(y, run.views)
+        return ops.syncsde_step(y, eps, ref, self._masks, info.abar_t, info.abar_s,
+                                self._schedule(info.t), info.eta, noise, out=y)
+
+
+class MultiDiffusion(Strategy):
+    name = "multidiffusion"
+
+    def step(self, run, y, eps, info, noise):
+        x_s = ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise)
+        run.canvas = run.views.average(x_s, run.weights, fallback=run.canvas)
+        return run.views.forward(run.canvas, out=y)
+
+
+class SyncTweedies(Strategy):
+    name = "synctweedies"
+
+    def step(self, run, y, eps, info, noise):
+        x0 = ops.tweedie(y, eps, info.abar_t)
+        x0_canvas = run.views.average(x0, run.weights)
+        x0 = run.views.forward(x0_canvas, out=x0)
+        if info.abar_t < 1.0:
+            eps = ops.eps_from_x0(y, x0, info.abar_t, out=eps)
+        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+
+
+class NoiseAverage(Strategy):
+    name = "noise_average"
+
+    def step(self, run, y, eps, info, noise):
+        eps = run.views.forward(run.views.average(eps, run.weights), out=eps)
+        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+
+
+STRATEGIES = {
+    "independent": Independent,
+    "syncsde": SyncSDE,
+    "multidiffusion": MultiDiffusion,
+    "synctweedies": SyncTweedies,
+    "noise_average": NoiseAverage,
+}
+
+
+def make_strategy(spec: str | Strategy, **kwargs) -> Strategy:
+    """A strategy from its name (with keyword options) or the object itself."""
+    if isinstance(spec, Strategy):
+        return spec
+    if spec not in STRATEGIES:
+        raise ValueError(f"unknown strategy {spec!r}; expected one of {sorted(STRATEGIES)}")
+    return STRATEGIES[spec](**kwargs)

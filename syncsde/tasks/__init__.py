@@ -1,0 +1,16 @@
+"""Tasks: each builds a :class:`~syncsde.sampler.Problem` (views, conditions, correlation model,
+weights, initial state) and names its output; the sampler and strategies are shared.
+
+- :func:`wide_problem`: panoramas of any size (windows, optional 360-degree wrap).
+- :func:`ambiguous_problem`: an image that reads as prompt A and, transformed, as prompt B.
+- :func:`masked_problem`: background / object / combined prompts with a region mask.
+- :func:`edit_problem`: real-image editing from an inverted trajectory and an object mask.
+- :func:`sequence_problem`: long 1-D sequences in time (motion) from short windows.
+"""
+from syncsde.tasks.ambiguous import AMBIGUOUS_VIEWS, ambiguous_problem
+from syncsde.tasks.masked import edit_problem, masked_problem
+from syncsde.tasks.sequence import sequence_problem
+from syncsde.tasks.wide import wide_problem
+
+__all__ = ["wide_problem", "ambiguous_problem", "AMBIGUOUS_VIEWS", "masked_problem",
+           "edit_problem", "sequence_problem"]
