@@ -651,3 +651,38 @@ def masked_composition(prior_bg: Any, prior_obj: Any, mask: Any) -> GaussianLaw:
     mean = n * mu_b + m * mu_o
     cov = n[:, None] * cov_b * n[None, :] + m[:, None] * cov_o * m[None, :]
     return GaussianLaw(mean, cov, shape)
+
+
+class FieldDenoiser:
+    """Exact-score denoiser of a stationary field at *any* window size.
+
+    ``prompts`` maps a prompt key to the keyword arguments of :meth:`GaussianPrior.field`
+    (kernel, lengthscale, mean, ...) without the spatial shape, which comes from each input:
+    a stationary field's law on any window is the kernel restricted to it, so one denoiser
+    serves windows and their overlaps (needed by the ``collage`` strategy). Priors are built
+    once per (prompt, shape) and cached.
+    """
+
+    def __init__(self, prompts: Mapping[Any, Mapping[str, Any]], abar: Any, channels: int = 1,
+                 prediction_type: str = "epsilon"):
+        if not prompts:
+            raise ValueError("FieldDenoiser needs at least one prompt")
+        self.prompts = {k: dict(v) for k, v in prompts.items()}
+        self.channels = int(channels)
+        self.abar = _as_f64(abar).reshape(-1)
+        self.prediction_type = prediction_type
+        self._cache: dict[tuple, PriorDenoiser] = {}
+
+    def prior(self, key: Any, spatial_shape: Sequence[int]) -> GaussianPrior:
+        kw = dict(self.prompts[key])
+        kernel = kw.pop("kernel", "se")
+        return GaussianPrior.field(kernel, tuple(spatial_shape), channels=self.channels, **kw)
+
+    def __call__(self, x_t: Any, t: Any, cond: Any = None) -> Any:
+        spatial = tuple(x_t.shape[2:])
+        den = self._cache.get(spatial)
+        if den is None:
+            den = PriorDenoiser({k: self.prior(k, spatial) for k in self.prompts}, self.abar,
+                                self.prediction_type)
+            self._cache[spatial] = den
+        return den(x_t, t, cond)

@@ -110,6 +110,21 @@ class _Run:
     device: torch.device
     batch_dims: int
     canvas: torch.Tensor | None = None
+    # what a strategy needs to call the model itself (e.g. on overlaps)
+    denoiser: Any = None
+    cond: Sequence[Any] = ()
+    negative: Sequence[Any] | None = None
+    guidance_scale: float = 1.0
+    max_batch: int | None = None
+
+    def predict_eps(self, x: torch.Tensor, t: int, abar_t: float, view_cond, view_negative=None):
+        """eps for extra model inputs ``[M, *batch, C, h', w']`` given per-input conditions."""
+        b = 1 if self.batch_dims == 0 else x.shape[1]
+        flat = x.reshape(-1, *x.shape[-3:])
+        cond = [c for c in view_cond for _ in range(b)]
+        neg = None if view_negative is None else [c for c in view_negative for _ in range(b)]
+        return predict_eps(self.denoiser, flat, t, abar_t, cond, neg, self.guidance_scale,
+                           self.max_batch).reshape(x.shape)
 
 
 def _generator(seed: int | torch.Generator | None) -> torch.Generator:
@@ -121,13 +136,15 @@ def _generator(seed: int | torch.Generator | None) -> torch.Generator:
 
 
 def initial_state(problem: Problem, batch: int | None, generator: torch.Generator,
-                  dtype=torch.float32, device="cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+                  dtype=torch.float32, device="cpu",
+                  init: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Initial views ``[N, *batch, C, h, w]`` (noise drawn on the CPU so seeds agree across
-    devices) and the canvas noise they were cropped from (``None`` for independent init)."""
+    devices) and the canvas noise they were cropped from (``None`` for independent init).
+    ``init`` overrides the problem's choice ("canvas" or "independent")."""
     v = problem.views
     bshape = () if batch is None else (int(batch),)
     canvas = None
-    if problem.init == "canvas":
+    if (init or problem.init) == "canvas":
         canvas = torch.randn((*bshape, *v.canvas_shape), generator=generator, dtype=torch.float32)
         canvas = canvas.to(dtype)
         y = v.forward(canvas)
@@ -178,11 +195,13 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
     ops.set_num_threads()  # follow torch.get_num_threads() / SYNCSDE_NUM_THREADS
     device = torch.device(device)
     gen = _generator(seed)
-    y, canvas = initial_state(problem, batch, gen, dtype, device)
+    y, canvas = initial_state(problem, batch, gen, dtype, device, strategy.init)
     n = problem.views.num_views
     b = 1 if batch is None else int(batch)
     run = _Run(problem.views, problem.correlation, problem.weights, list(schedule.timesteps),
-               dtype, device, 0 if batch is None else 1, canvas)
+               dtype, device, 0 if batch is None else 1, canvas, denoiser, list(problem.cond),
+               None if problem.negative is None else list(problem.negative), guidance_scale,
+               max_batch)
     if run.weights is not None:
         w = run.weights.to(dtype=dtype, device=device)
         run.weights = w.reshape((n,) + (1,) * (run.batch_dims + 1) + tuple(w.shape[-2:]))
@@ -206,7 +225,12 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
         eps = predict_eps(denoiser, x, info.t, info.abar_t, cond, negative, guidance_scale,
                           max_batch, step=info.index).reshape(y.shape)
         noise = None
-        if eta > 0:
+        if eta > 0 and strategy.init == "canvas":
+            # canonical strategies keep views consistent: crop the noise from one canvas map
+            z = torch.randn((*y.shape[1:-3], *problem.views.canvas_shape), generator=gen,
+                            dtype=torch.float32).to(dtype=dtype, device=device)
+            noise = problem.views.forward(z)
+        elif eta > 0:
             noise = torch.randn(y.shape, generator=gen, dtype=torch.float32).to(dtype=dtype, device=device)
         y = strategy.step(run, y, eps, info, noise)
         if callback is not None:

@@ -40,6 +40,9 @@ class StepInfo:
 class Strategy:
     name = "base"
     output_rule = "average"  # how a canvas task composes the final views
+    # Canonical-space strategies start every view from one canvas noise map (their methods
+    # denoise one canonical object); None keeps the task's choice.
+    init: str | None = None
 
     def prepare(self, run: Any) -> None:
         """Called once before the first step (run holds views, correlation, weights)."""
@@ -102,6 +105,7 @@ class SyncSDE(Strategy):
 
 class MultiDiffusion(Strategy):
     name = "multidiffusion"
+    init = "canvas"
 
     def step(self, run, y, eps, info, noise):
         x_s = ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise)
@@ -111,6 +115,7 @@ class MultiDiffusion(Strategy):
 
 class SyncTweedies(Strategy):
     name = "synctweedies"
+    init = "canvas"
 
     def step(self, run, y, eps, info, noise):
         x0 = ops.tweedie(y, eps, info.abar_t)
@@ -123,9 +128,42 @@ class SyncTweedies(Strategy):
 
 class NoiseAverage(Strategy):
     name = "noise_average"
+    init = "canvas"
 
     def step(self, run, y, eps, info, noise):
         eps = run.views.forward(run.views.average(eps, run.weights), out=eps)
+        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+
+
+class Collage(Strategy):
+    """Factor-graph score composition on a chain of windows (DiffCollage's junction-tree rule):
+
+        eps(X) = sum_i f_i^T eps(f_i X) - sum_i g_i^T eps(g_i X),
+
+    with g_i the overlap of windows i-1 and i. For a Markov field this is the exact score of
+    the whole canvas, since ``log p(X) = sum_i log p(C_i) - sum_i log p(S_i)``; it needs the model
+    on overlap-sized inputs too (one extra batch per step). Views stay consistent (canvas init),
+    each steps with the canvas eps. Found by the exact-score benchmark (docs/benchmarks.md).
+    """
+
+    name = "collage"
+    init = "canvas"
+
+    def prepare(self, run):
+        if not hasattr(run.views, "separators"):
+            raise ValueError("collage needs window views (wide images, long sequences)")
+        self._seps = run.views.separators()
+
+    def step(self, run, y, eps, info, noise):
+        views = run.views
+        x = views.average(y)
+        eps_canvas = views.adjoint(eps)
+        for sep, owners in self._seps:
+            xs = sep.forward(x)
+            neg = None if run.negative is None else [run.negative[i] for i in owners]
+            es = run.predict_eps(xs, info.t, info.abar_t, [run.cond[i] for i in owners], neg)
+            eps_canvas -= sep.adjoint(es)
+        eps = views.forward(eps_canvas, out=eps)
         return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
 
 
@@ -135,6 +173,7 @@ STRATEGIES = {
     "multidiffusion": MultiDiffusion,
     "synctweedies": SyncTweedies,
     "noise_average": NoiseAverage,
+    "collage": Collage,
 }
 
 

@@ -149,6 +149,46 @@ class WindowViews(ViewSet):
         self.check_canvas(canvas)
         return ops.crop_windows(canvas, self.offsets, self.size, circular=self.circular, out=out)
 
+    def separators(self) -> list[tuple["WindowViews", list[int]]]:
+        """The overlaps S_i = C_{i-1} ∩ C_i of a 1-D chain of windows (one row or one column),
+        as window view sets grouped by size, each with the index of the window i it belongs to.
+
+        Sorted along the chain, windows satisfy the running-intersection property
+        (C_i ∩ ∪_{j<i} C_j ⊆ C_{i-1}), so for a Markov field
+        ``p(X) = prod_i p(C_i) / prod_i p(S_i)`` (the junction-tree factorisation used by
+        DiffCollage). Circular chains add the closing overlap (then it is an approximation).
+        """
+        tops, lefts = self.offsets[:, 0], self.offsets[:, 1]
+        h, w = self.size
+        H, W = self.canvas_shape[1:]
+        if bool((tops == tops[0]).all()):
+            axis, pos, size, length = 1, lefts.tolist(), w, W
+        elif bool((lefts == lefts[0]).all()):
+            axis, pos, size, length = 0, tops.tolist(), h, H
+        else:
+            raise ValueError("a factor-graph (collage) composition needs a 1-D chain of windows "
+                             "(one row or one column); this grid is 2-D")
+        order = sorted(range(self.num_views), key=lambda i: pos[i])
+        pairs = list(zip(order[:-1], order[1:]))
+        if self.circular and axis == 1 and len(order) > 1:
+            pairs.append((order[-1], order[0]))
+        groups: dict[int, tuple[list, list]] = {}
+        for a, b in pairs:
+            start = pos[b]
+            stop = pos[a] + size if pos[a] <= pos[b] else pos[a] + size - length  # wrap
+            extent = stop - start
+            if extent <= 0:
+                continue
+            off = (int(tops[b]), start) if axis == 1 else (start, int(lefts[b]))
+            groups.setdefault(extent, ([], []))
+            groups[extent][0].append(off)
+            groups[extent][1].append(b)
+        out = []
+        for extent, (offs, owners) in sorted(groups.items()):
+            sz = (h, extent) if axis == 1 else (extent, w)
+            out.append((WindowViews(self.canvas_shape, sz, torch.tensor(offs), self.circular), owners))
+        return out
+
     def adjoint(self, views, weights=None):
         self.check_views(views)
         canvas = self.canvas_zeros(views)
