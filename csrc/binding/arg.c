@@ -188,6 +188,9 @@ check_output_layout(const ssde_arg *a)
     const ssde_tensor *t = &a->t;
     int order[SSDE_MAX_DIMS];
     int n = 0;
+    if (ssde_numel(t) == 0) {
+        return 0; /* nothing is written (numpy gives empty arrays zero strides) */
+    }
     for (int d = 0; d < t->ndim; d++) {
         if (t->shape[d] > 1) {
             if (t->stride[d] == 0) {
