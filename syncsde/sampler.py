@@ -80,6 +80,7 @@ class Problem:
     init: str = "canvas"
     initial_views: dict[int, torch.Tensor] = field(default_factory=dict)
     output_view: int | None = None  # the task's answer is this trajectory (else the canvas)
+    initial_canvas: torch.Tensor | None = None  # canvas-init strategies start from this
 
     def __post_init__(self):
         n = self.views.num_views
@@ -147,6 +148,9 @@ def initial_state(problem: Problem, batch: int | None, generator: torch.Generato
     if (init or problem.init) == "canvas":
         canvas = torch.randn((*bshape, *v.canvas_shape), generator=generator, dtype=torch.float32)
         canvas = canvas.to(dtype)
+        if problem.initial_canvas is not None:
+            canvas[...] = torch.as_tensor(problem.initial_canvas, dtype=dtype)
+            return v.forward(canvas).to(device), canvas.to(device)
         y = v.forward(canvas)
     else:
         y = torch.randn((v.num_views, *bshape, *v.view_shape), generator=generator,

@@ -36,7 +36,8 @@ def _three_way(shape, mask, cond, negative, initial=None) -> Problem:
     corr = Explicit({1: [(0, 1 - B)], 2: [(0, 1 - B), (1, B)]})
     weights = torch.stack([1 - B, B, torch.zeros_like(B)]).unsqueeze(1)
     p = Problem(views, cond, negative, correlation=corr, weights=weights, init="independent",
-                initial_views=initial or {})
+                initial_views=initial or {},
+                initial_canvas=(initial or {}).get(2))
     p.output_view = 2
     return p
 
@@ -55,7 +56,8 @@ def edit_problem(x_T: torch.Tensor, mask, source: Any, target: Any,
 
     Trajectories: 0 reconstructs x_T with the source prompt (negative = source, so guidance
     is trivial), 1 generates the target prompt from fresh noise, 2 starts at x_T with the target
-    prompt and the source prompt as negative.
+    prompt and the source prompt as negative. Canonical-average strategies start their one
+    canonical state at x_T.
     """
     x_T = torch.as_tensor(x_T)
     if x_T.dim() == 4 and x_T.shape[0] == 1:

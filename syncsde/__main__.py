@@ -1,0 +1,5 @@
+import sys
+
+from syncsde.cli import main
+
+sys.exit(main())
