@@ -6,4 +6,25 @@ classifier-free guidance once for all views and converts x0 / v predictions to e
 """
 from syncsde.denoisers.base import Denoiser, FunctionDenoiser, predict_eps
 
-__all__ = ["Denoiser", "FunctionDenoiser", "predict_eps"]
+__all__ = ["Denoiser", "FunctionDenoiser", "predict_eps", "StableDiffusionDenoiser",
+           "ControlNetDenoiser", "IFDenoiser", "IFSuperResolutionDenoiser", "MDMDenoiser",
+           "ImagePrompt", "PromptEncoder"]
+
+_LAZY = {
+    "StableDiffusionDenoiser": "syncsde.denoisers.diffusers_models",
+    "ControlNetDenoiser": "syncsde.denoisers.diffusers_models",
+    "IFDenoiser": "syncsde.denoisers.diffusers_models",
+    "IFSuperResolutionDenoiser": "syncsde.denoisers.diffusers_models",
+    "ImagePrompt": "syncsde.denoisers.diffusers_models",
+    "PromptEncoder": "syncsde.denoisers.diffusers_models",
+    "MDMDenoiser": "syncsde.denoisers.mdm",
+}
+
+
+def __getattr__(name):
+    """The model adapters import diffusers lazily, so plain syncsde works without it."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'syncsde.denoisers' has no attribute {name!r}")

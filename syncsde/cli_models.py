@@ -1,0 +1,322 @@
+"""Command-line subcommands for the real-model tasks: ``wide``, ``mask``, ``edit``, ``ambiguous``,
+``motion``.
+
+``add_model_commands(subparsers)`` registers them on an ``argparse`` subparsers object; each
+subcommand sets ``func`` to its handler, which takes the parsed namespace and returns the list
+of files it wrote. Images are PNGs with the run's settings in their metadata (text chunk
+``syncsde`` holds JSON; ``prompt`` and ``strategy`` are also separate chunks); motion writes the
+263-d features as ``.npy``, a JSON of the settings and, when joints can be recovered (HumanML3D
+features with ``--mean``/``--std``), a stick-figure GIF.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_model_commands", "save_png", "MODEL_COMMANDS"]
+
+MODEL_COMMANDS = ("wide", "mask", "edit", "ambiguous", "motion")
+
+
+def _strategy_choices() -> list[str]:
+    from syncsde.strategies import STRATEGIES
+
+    return sorted(STRATEGIES)
+
+
+def save_png(image, path: str | os.PathLike, settings: dict) -> str:
+    """Saves a PIL image with ``settings`` (JSON) in its PNG text chunks."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("syncsde", json.dumps(settings, default=str, sort_keys=True))
+    for k in ("prompt", "prompt_a", "prompt_b", "target_prompt", "strategy", "seed", "model"):
+        if k in settings and settings[k] is not None:
+            info.add_text(k, str(settings[k]))
+    path = str(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, pnginfo=info)
+    return path
+
+
+# ---- shared options -----------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser, steps: int, guidance: float, inv_lambda: float,
+            model: str | None) -> None:
+    g = p.add_argument_group("model")
+    if model is not None:
+        g.add_argument("--model", default=model, help=f"hub id or local folder (default {model})")
+    g.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    g.add_argument("--dtype", choices=("auto", "fp16", "fp32", "bf16"), default="auto",
+                   help="model dtype (auto: fp16 on CUDA, fp32 elsewhere)")
+    g.add_argument("--variant", default=None, help="weight variant, e.g. fp16")
+    g.add_argument("--cpu-offload", action="store_true", help="enable_model_cpu_offload (CUDA)")
+    g.add_argument("--local-files-only", action="store_true",
+                   help="never contact the hub (also implied by HF_HUB_OFFLINE=1)")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--strategy", choices=_strategy_choices(), default="syncsde")
+    s.add_argument("--inv-lambda", type=float, default=inv_lambda, help=f"SyncSDE 1/lambda (default {inv_lambda})")
+    s.add_argument("--steps", type=int, default=steps, help=f"DDIM steps (default {steps})")
+    s.add_argument("--guidance", type=float, default=guidance, help=f"CFG scale (default {guidance})")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="outputs", help="output folder")
+    s.add_argument("--no-progress", action="store_true")
+
+
+def _device(args):
+    import torch
+
+    if args.device:
+        return args.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype(args, device):
+    import torch
+
+    if args.dtype == "fp16":
+        return torch.float16
+    if args.dtype == "bf16":
+        return torch.bfloat16
+    if args.dtype == "fp32":
+        return torch.float32
+    return torch.float16 if str(device).startswith("cuda") else torch.float32
+
+
+def _load(args, model: str, **kw):
+    from syncsde.models import load_pipeline
+
+    dev = _device(args)
+    return load_pipeline(model, torch_dtype=_dtype(args, dev), device=dev, variant=args.variant,
+                         local_files_only=True if args.local_files_only else None,
+                         cpu_offload=args.cpu_offload, **kw)
+
+
+def _stem(args, task: str) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{task}_{args.strategy}_seed{args.seed}"
+
+
+def _save_result(res, stem: Path, names: list[str]) -> list[str]:
+    files = []
+    for img, name in zip(res.images, names):
+        files.append(save_png(img, f"{stem}{name}.png", res.settings))
+    return files
+
+
+# ---- handlers -----------------------------------------------------------------------------
+def _run_wide(args) -> list[str]:
+    from syncsde.pipelines import wide_image
+
+    pipe = _load(args, args.model)
+    res = wide_image(pipe, args.prompt, height=args.height, width=args.width,
+                     negative_prompt=args.negative_prompt, window=args.window, stride=args.stride,
+                     circular=args.circular, strategy=args.strategy, inv_lambda=args.inv_lambda,
+                     num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                     progress=not args.no_progress, max_batch=args.max_batch)
+    return _save_result(res, _stem(args, "wide"), [""])
+
+
+def _three_prompts(args) -> tuple[str, str, str]:
+    if args.prompts:
+        lines = [ln.strip() for ln in Path(args.prompts).read_text().splitlines() if ln.strip()]
+        if len(lines) < 3:
+            raise SystemExit(f"{args.prompts} needs 3 lines: background, object, combined")
+        return lines[0], lines[1], lines[2]
+    if not (args.background and args.object and args.combined):
+        raise SystemExit("pass --background, --object and --combined (or --prompts FILE)")
+    return args.background, args.object, args.combined
+
+
+def _run_mask(args) -> list[str]:
+    from syncsde.pipelines import mask_generation
+
+    bg, obj, comb = _three_prompts(args)
+    pipe = _load(args, args.model)
+    res = mask_generation(pipe, args.mask, bg, obj, comb, negative_prompt=args.negative_prompt,
+                          height=args.height, width=args.width, strategy=args.strategy,
+                          inv_lambda=args.inv_lambda, num_inference_steps=args.steps,
+                          guidance_scale=args.guidance, seed=args.seed,
+                          progress=not args.no_progress, decode_all=args.decode_all)
+    return _save_result(res, _stem(args, "mask"), ["", "_background", "_object"])
+
+
+def _mask_png(mask, path, settings):
+    from PIL import Image
+
+    a = (mask.float().clamp(0, 1).numpy() * 255).round().astype("uint8")
+    return save_png(Image.fromarray(a), path, settings)
+
+
+def _run_edit(args) -> list[str]:
+    from syncsde.pipelines import edit_image
+
+    pipe = _load(args, args.model)
+    res = edit_image(pipe, args.image, args.source_prompt, source_word=args.source_word,
+                     target_word=args.target_word, target_prompt=args.target_prompt,
+                     strategy=args.strategy, inv_lambda=args.inv_lambda,
+                     num_inference_steps=args.steps, guidance_scale=args.guidance, tau=args.tau,
+                     mask=args.mask, seed=args.seed, progress=not args.no_progress,
+                     decode_reconstruction=args.save_reconstruction)
+    stem = _stem(args, "edit")
+    files = _save_result(res, stem, ["", "_reconstruction"])
+    files.append(_mask_png(res.extras["mask"], f"{stem}_mask.png", res.settings))
+    return files
+
+
+def _run_ambiguous(args) -> list[str]:
+    from syncsde.pipelines import ambiguous_image
+
+    stage1 = _load(args, args.model)
+    stage2 = None if args.no_stage2 else _load(args, args.stage2)
+    res = ambiguous_image(stage1, args.prompt_a, args.prompt_b, view=args.view, stage2=stage2,
+                          negative_prompt=args.negative_prompt, strategy=args.strategy,
+                          inv_lambda=args.inv_lambda, num_inference_steps=args.steps,
+                          guidance_scale=args.guidance, noise_level=args.noise_level,
+                          seed=args.seed, progress=not args.no_progress)
+    return _save_result(res, _stem(args, "ambiguous"), ["_prompt_a", "_prompt_b", "_view1_own"])
+
+
+def _factory(spec: str):
+    if ":" not in spec:
+        raise SystemExit("--model-factory must be 'module:function' (or module:Class)")
+    mod, name = spec.split(":", 1)
+    fn: Any = importlib.import_module(mod)
+    for part in name.split("."):
+        fn = getattr(fn, part)
+    return fn
+
+
+def _run_motion(args) -> list[str]:
+    import numpy as np
+    import torch
+
+    from syncsde.denoisers.mdm import MDMDenoiser, save_stick_figure_gif
+    from syncsde.pipelines import long_motion
+
+    build = _factory(args.model_factory)
+    dev = _device(args)
+    if args.checkpoint:
+        den = MDMDenoiser.from_checkpoint(build, args.checkpoint, device=dev,
+                                          diffusion_steps=args.diffusion_steps)
+    else:
+        model = build()
+        if isinstance(model, torch.nn.Module):
+            model = model.eval().to(dev)
+        den = model if isinstance(model, MDMDenoiser) else MDMDenoiser(
+            model, device=dev, diffusion_steps=args.diffusion_steps)
+    mean = np.load(args.mean) if args.mean else None
+    std = np.load(args.std) if args.std else None
+    max_pull = None if str(args.max_pull).lower() == "none" else float(args.max_pull)
+    res = long_motion(den, args.prompt, args.length, window=args.window, overlap=args.overlap,
+                      strategy=args.strategy, inv_lambda=args.inv_lambda,
+                      num_inference_steps=args.steps, guidance_scale=args.guidance,
+                      diffusion_steps=args.diffusion_steps, max_pull=max_pull, mean=mean,
+                      std=std, seed=args.seed, progress=not args.no_progress)
+    stem = _stem(args, "motion")
+    files = [f"{stem}.npy", f"{stem}.json"]
+    np.save(files[0], res.extras["features"])
+    Path(files[1]).write_text(json.dumps(res.settings, default=str, indent=1, sort_keys=True))
+    if "joints" in res.extras and not args.no_gif:
+        files.append(save_stick_figure_gif(res.extras["joints"], f"{stem}.gif", fps=args.fps))
+    return files
+
+
+def _print_files(handler):
+    def run(args):
+        files = handler(args)
+        for f in files:
+            print(f)
+        return files
+
+    run.__name__ = handler.__name__
+    return run
+
+
+# ---- registration -------------------------------------------------------------------------
+def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
+    """Registers ``wide``, ``mask``, ``edit``, ``ambiguous`` and ``motion`` on ``subparsers``
+    (from ``parser.add_subparsers()``); returns the new parsers by name. Each sets
+    ``func(args) -> list of written files``."""
+    parsers = {}
+    p = subparsers.add_parser("wide", help="wide image / panorama from SD windows",
+                              description="Wide image (authors: SD2-base, 512x2048, window 512, stride 128).")
+    _common(p, 50, 7.5, 5.0, "stabilityai/stable-diffusion-2-base")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=2048)
+    p.add_argument("--window", type=int, default=None, help="window in pixels (default: model size)")
+    p.add_argument("--stride", type=int, default=None, help="stride in pixels (default: window/4)")
+    p.add_argument("--circular", action="store_true", help="360-degree wrap")
+    p.add_argument("--max-batch", type=int, default=None, help="views per model call")
+    p.set_defaults(func=_print_files(_run_wide))
+    parsers["wide"] = p
+
+    p = subparsers.add_parser("mask", help="mask-based generation (background / object / combined)",
+                              description="Mask-based T2I (authors: SD2-base, 512x512, CFG 7.5).")
+    _common(p, 50, 7.5, 5.0, "stabilityai/stable-diffusion-2-base")
+    p.add_argument("--mask", required=True, help="PNG (white = object)")
+    p.add_argument("--prompts", default=None, help="file with 3 lines: background, object, combined")
+    p.add_argument("--background", default=None)
+    p.add_argument("--object", default=None)
+    p.add_argument("--combined", default=None)
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--decode-all", action="store_true", help="also save the background and object")
+    p.set_defaults(func=_print_files(_run_mask))
+    parsers["mask"] = p
+
+    p = subparsers.add_parser("edit", help="text-driven real-image editing",
+                              description="Editing (authors: SD 1.4, CFG 5, tau 0.3).")
+    _common(p, 50, 5.0, 5.0, "CompVis/stable-diffusion-v1-4")
+    p.add_argument("--image", required=True)
+    p.add_argument("--source-prompt", required=True, help="a caption of the image")
+    p.add_argument("--source-word", default=None, help="the word of the caption to edit")
+    p.add_argument("--target-word", default=None)
+    p.add_argument("--target-prompt", default=None, help="default: caption with the word replaced")
+    p.add_argument("--tau", type=float, default=0.3, help="mask threshold")
+    p.add_argument("--mask", default=None, help="use this mask PNG instead of attention")
+    p.add_argument("--save-reconstruction", action="store_true")
+    p.set_defaults(func=_print_files(_run_edit))
+    parsers["edit"] = p
+
+    from syncsde.tasks import AMBIGUOUS_VIEWS
+
+    p = subparsers.add_parser("ambiguous", help="ambiguous image (visual anagram) with DeepFloyd IF",
+                              description="Ambiguous images (authors: IF-I-M + IF-II-M, 30 steps, CFG 10).")
+    _common(p, 30, 10.0, 5.0, "DeepFloyd/IF-I-M-v1.0")
+    p.add_argument("--stage2", default="DeepFloyd/IF-II-M-v1.0")
+    p.add_argument("--no-stage2", action="store_true", help="stop at 64 px")
+    p.add_argument("--prompt-a", required=True, help="what the image shows upright")
+    p.add_argument("--prompt-b", required=True, help="what it shows through --view")
+    p.add_argument("--view", default="rot90_cw", choices=AMBIGUOUS_VIEWS)
+    p.add_argument("--negative-prompt", default=None)
+    p.add_argument("--noise-level", type=int, default=250)
+    p.set_defaults(func=_print_files(_run_ambiguous))
+    parsers["ambiguous"] = p
+
+    p = subparsers.add_parser("motion", help="long motion from an MDM-format model",
+                              description="Long-horizon motion (windows 120, overlap 30, inv_lambda 3).")
+    _common(p, 50, 2.5, 3.0, None)
+    p.add_argument("--model-factory", required=True,
+                   help="module:function building the MDM model (or an MDMDenoiser)")
+    p.add_argument("--checkpoint", default=None, help="model .pt (state dict)")
+    p.add_argument("--prompt", default=None)
+    p.add_argument("--length", type=int, default=600, help="frames (20 fps for HumanML3D)")
+    p.add_argument("--window", type=int, default=120)
+    p.add_argument("--overlap", type=int, default=30)
+    p.add_argument("--diffusion-steps", type=int, default=1000, help="the model's T (1000 or 50)")
+    p.add_argument("--max-pull", default="1.0", help="first-step guard cap ('none' = off)")
+    p.add_argument("--mean", default=None, help="Mean.npy for de-normalization")
+    p.add_argument("--std", default=None, help="Std.npy for de-normalization")
+    p.add_argument("--fps", type=int, default=20)
+    p.add_argument("--no-gif", action="store_true")
+    p.set_defaults(func=_print_files(_run_motion))
+    parsers["motion"] = p
+    return parsers
