@@ -10,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 git -C "$src" ls-files -z --cached --others --exclude-standard | (cd "$src" && xargs -0 cp --parents -t "$work")
 cd "$work"
 SYNCSDE_SANITIZE=1 SYNCSDE_WERROR=1 python setup.py -q build_ext --inplace 2>&1 | grep -v -i "setuptools\|warnings.warn\|^$" || true
-nm -D syncsde/_C*.so | grep -q __asan_report || { echo "the build is not instrumented"; exit 1; }
+nm -D syncsde/_C*.so | grep __asan_report > /dev/null || { echo "the build is not instrumented"; exit 1; }
 libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
 export LD_PRELOAD="$libasan:$libubsan"
