@@ -3,6 +3,8 @@
 
 #include <pthread.h>
 
+#include "ssde/half.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -20,12 +22,18 @@ on_fork_child(void)
     ssde_forked = 1;
 }
 
+float ssde_half_table[65536];
+
 static void
 register_atfork(void)
 {
+    for (uint32_t h = 0; h < 65536u; h++) {
+        ssde_half_table[h] = ssde_half_to_float_bits((uint16_t)h);
+    }
     pthread_atfork(NULL, NULL, on_fork_child);
 }
 
+/* Registers the fork handler and fills the float16 table; idempotent. */
 void
 ssde_runtime_init(void)
 {

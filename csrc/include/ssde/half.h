@@ -25,8 +25,12 @@ ssde_float_to_bits(float f)
     return u;
 }
 
+/* float32 value of every float16 bit pattern, filled once by ssde_runtime_init(); loads of
+ * float16 data are one table lookup instead of a branchy bit conversion. */
+extern float ssde_half_table[65536];
+
 static inline float
-ssde_half_to_float(uint16_t h)
+ssde_half_to_float_bits(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
@@ -43,6 +47,12 @@ ssde_half_to_float(uint16_t h)
         return sign ? -v : v;
     }
     return ssde_bits_to_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+static inline float
+ssde_half_to_float(uint16_t h)
+{
+    return ssde_half_table[h];
 }
 
 static inline uint16_t
