@@ -73,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except Exception as e:  # a missing model is a user-facing message, not a traceback
+        if type(e).__name__ == "ModelNotAvailableError":
+            print(f"syncsde {args.command}: {e}", file=sys.stderr)
+            return 2
+        raise
     if isinstance(result, int):
         return result
     return 0

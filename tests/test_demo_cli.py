@@ -32,3 +32,12 @@ def test_bench_json_schema(tmp_path):
 def test_python_dash_m_entry_point():
     res = subprocess.run([sys.executable, "-m", "syncsde", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "demo" in res.stdout
+
+
+def test_missing_weights_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    rc = main(["wide", "--prompt", "a beach", "--out", str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "stabilityai/stable-diffusion-2-base" in err and "huggingface-cli download" in err
