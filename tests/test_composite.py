@@ -5,6 +5,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import to_numpy64 as as_f64
 from syncsde.ops import _common
 from syncsde.ops.composite import normalize_accumulated, window_average
 from syncsde.ops.windows import paste_windows_add, window_coverage
@@ -41,12 +42,6 @@ def make(x, dtype, kind, layout):
     elif layout == "neg":
         a = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
     return a, a.astype(np.float64, copy=True)
-
-
-def as_f64(t):
-    if isinstance(t, torch.Tensor):
-        return t.to(torch.float64).numpy()
-    return np.asarray(t, dtype=np.float64)
 
 
 def close(got, want, dtype):

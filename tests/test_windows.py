@@ -6,6 +6,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import to_numpy64 as as_f64
 from syncsde.ops import _common
 from syncsde.ops.windows import crop_windows, paste_windows_add, paste_windows_on_top, window_coverage
 
@@ -54,12 +55,6 @@ def make(x, dtype, kind, layout):
     elif layout == "expand":
         a = np.broadcast_to(a[:1], a.shape)
     return a, a.astype(np.float64, copy=True)
-
-
-def as_f64(t):
-    if isinstance(t, torch.Tensor):
-        return t.to(torch.float64).numpy()
-    return np.asarray(t, dtype=np.float64)
 
 
 def close(got, want, dtype):

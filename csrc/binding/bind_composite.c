@@ -230,6 +230,26 @@ done:
     return result;
 }
 
+/* Borrows and checks the (canvas, views, offsets, weights) arguments shared by the paste
+ * and average kernels: t[0] canvas (output), t[1] views, t[2] weights (when not None). */
+static int
+borrow_canvas_views(PyObject *o_canvas, PyObject *o_views, PyObject *o_off, PyObject *o_wt,
+                    int circular, ssde_arg *t, ssde_windows *win, int64_t **buf)
+{
+    if (ssde_arg_borrow(o_canvas, &t[0], SSDE_ARG_OUTPUT) < 0 || expect_canvas(&t[0]) < 0 ||
+        ssde_arg_borrow(o_views, &t[1], SSDE_ARG_INPUT) < 0 || expect_views(&t[1], &t[0]) < 0) {
+        return -1;
+    }
+    int nd = t[0].t.ndim;
+    if (load_windows(o_off, t[1].t.shape[nd - 1], t[1].t.shape[nd], t[0].t.shape[nd - 2],
+                     t[0].t.shape[nd - 1], circular, win, buf) < 0 ||
+        expect_view_count(&t[1], win) < 0 || ssde_expect_no_overlap(&t[0], &t[1], 0) < 0 ||
+        borrow_weights(o_wt, &t[2], &t[1], &t[0]) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
 /* Shared by paste_windows_add (with weights) and paste_windows_on_top. */
 static PyObject *
 paste_common(PyObject *args, int on_top)
@@ -251,15 +271,7 @@ paste_common(PyObject *args, int on_top)
     int64_t *buf = NULL;
     ssde_windows win;
     PyObject *result = NULL;
-    if (ssde_arg_borrow(o_canvas, &t[0], SSDE_ARG_OUTPUT) < 0 || expect_canvas(&t[0]) < 0 ||
-        ssde_arg_borrow(o_views, &t[1], SSDE_ARG_INPUT) < 0 || expect_views(&t[1], &t[0]) < 0) {
-        goto done;
-    }
-    int nd = t[0].t.ndim;
-    if (load_windows(o_off, t[1].t.shape[nd - 1], t[1].t.shape[nd], t[0].t.shape[nd - 2],
-                     t[0].t.shape[nd - 1], circular, &win, &buf) < 0 ||
-        expect_view_count(&t[1], &win) < 0 || ssde_expect_no_overlap(&t[0], &t[1], 0) < 0 ||
-        borrow_weights(o_wt, &t[2], &t[1], &t[0]) < 0) {
+    if (borrow_canvas_views(o_canvas, o_views, o_off, o_wt, circular, t, &win, &buf) < 0) {
         goto done;
     }
     {
@@ -422,15 +434,7 @@ py_window_average(PyObject *self, PyObject *args)
     int64_t *buf = NULL;
     ssde_windows win;
     PyObject *result = NULL;
-    if (ssde_arg_borrow(o_canvas, &t[0], SSDE_ARG_OUTPUT) < 0 || expect_canvas(&t[0]) < 0 ||
-        ssde_arg_borrow(o_views, &t[1], SSDE_ARG_INPUT) < 0 || expect_views(&t[1], &t[0]) < 0) {
-        goto done;
-    }
-    int nd = t[0].t.ndim;
-    if (load_windows(o_off, t[1].t.shape[nd - 1], t[1].t.shape[nd], t[0].t.shape[nd - 2],
-                     t[0].t.shape[nd - 1], circular, &win, &buf) < 0 ||
-        expect_view_count(&t[1], &win) < 0 || ssde_expect_no_overlap(&t[0], &t[1], 0) < 0 ||
-        borrow_weights(o_wt, &t[2], &t[1], &t[0]) < 0) {
+    if (borrow_canvas_views(o_canvas, o_views, o_off, o_wt, circular, t, &win, &buf) < 0) {
         goto done;
     }
     {
