@@ -23,6 +23,12 @@ import torch
 
 from syncsde.benchmark import STRATEGIES, TASKS, print_table, run_task
 from syncsde.sampler import SamplingSchedule
+from syncsde.schedules import ConstantInvLambda
+
+# SyncSDE over 1/lambda schedules: "lin k" = k t / T (the authors' form), "const k" = k.
+SWEEP = {f"syncsde lin {k}": ("syncsde", {"inv_lambda": float(k)}) for k in (2, 5, 10, 20, 50)}
+SWEEP.update({f"syncsde const {k}": ("syncsde", {"inv_lambda": ConstantInvLambda(float(k))})
+              for k in (1, 2, 5)})
 
 
 def main(argv=None) -> dict:
@@ -33,6 +39,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--json", default=None, help="write {task: {strategy: {w2, seam}}} here")
+    ap.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
+    ap.add_argument("--sweep", action="store_true",
+                    help="instead: SyncSDE over 1/lambda schedules (docs/benchmarks.md sweep)")
     args = ap.parse_args(argv)
     n = args.samples or (4000 if args.quick else 20000)
     steps = args.steps or (20 if args.quick else 50)
@@ -41,11 +50,12 @@ def main(argv=None) -> dict:
     results = {}
     t0 = time.perf_counter()
     print(f"exact-score benchmark: {n} samples, {steps} DDIM steps (SD schedule)", flush=True)
+    strategies = SWEEP if args.sweep else STRATEGIES
     for name in args.tasks.split(","):
         if name not in TASKS:
             raise SystemExit(f"unknown task {name!r}; expected some of {list(TASKS)}")
         task = TASKS[name](schedule)
-        results[name] = run_task(task, schedule, n, args.seed, STRATEGIES,
+        results[name] = run_task(task, schedule, n, args.seed, strategies,
                                  lambda s: print(s, flush=True))
     print(f"\nFrechet distance W2^2 to the exact target law (lower is better), {n} samples, "
           f"{steps} steps; total {time.perf_counter() - t0:.0f}s\n")
@@ -53,6 +63,11 @@ def main(argv=None) -> dict:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.plot:
+        from syncsde.benchmark import plot_results
+
+        plot_results(results, args.plot, f"exact-score benchmark ({n} samples, {steps} steps; "
+                                         "lower is better)")
     return results
 
 

@@ -190,3 +190,27 @@ def print_table(results: dict, file=sys.stdout) -> None:
         print(f"| {lab} | " + " | ".join(cells) + " |", file=file)
 
 
+
+
+def plot_results(results: dict, path, title: str) -> None:
+    """Bar charts (log scale) of each strategy's Frechet distance per task, oracle in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = list(STRATEGIES) + ["oracle"]
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.6))
+    for ax, (task, res) in zip(np.atleast_1d(axes), results.items()):
+        vals = [res[lab]["w2"] if lab in res else np.nan for lab in labels]
+        colors = ["#999999" if lab == "oracle" else "#3b75af" for lab in labels]
+        ax.bar(range(len(labels)), vals, color=colors)
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(task)
+        ax.set_yscale("log")
+    np.atleast_1d(axes)[0].set_ylabel("Frechet distance W2^2 to the exact law")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

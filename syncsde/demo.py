@@ -126,33 +126,16 @@ def ambiguous_demo(out: Path, steps: int, seed: int, progress: bool, log: Callab
 
 
 def benchmark_demo(out: Path, samples: int, steps: int, log: Callable) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from syncsde.benchmark import TASKS, STRATEGIES, run_task
+    from syncsde.benchmark import STRATEGIES, TASKS, plot_results, run_task
 
     schedule = SamplingSchedule.preset("sd", steps)
     results = {}
     for name, build in TASKS.items():
         results[name] = run_task(build(schedule), schedule, samples, 0, STRATEGIES, log)
     (out / "benchmark.json").write_text(json.dumps(results, indent=2))
-    labels = list(STRATEGIES) + ["oracle"]
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.6))
-    for ax, (task, res) in zip(np.atleast_1d(axes), results.items()):
-        vals = [res[l]["w2"] if l in res else np.nan for l in labels]
-        colors = ["#999999" if l == "oracle" else "#3b75af" for l in labels]
-        ax.bar(range(len(labels)), vals, color=colors)
-        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(task)
-        ax.set_yscale("log")
-    axes[0].set_ylabel("Frechet distance W2^2 to the exact law")
-    fig.suptitle(f"exact-score benchmark ({samples} samples, {steps} steps; lower is better)")
-    fig.tight_layout()
     path = out / "benchmark.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_results(results, path, f"exact-score benchmark ({samples} samples, {steps} steps; "
+                                "lower is better)")
     return path
 
 
