@@ -32,7 +32,7 @@ from syncsde.denoisers.base import predict_eps
 from syncsde.denoisers.diffusers_models import (
     ControlNetDenoiser, DynamicThresholding, IFDenoiser, IFSuperResolutionDenoiser, ImagePrompt,
     StableDiffusionDenoiser, UNetDenoiser, load_image, pil_to_tensor, threshold_eps, to_pil)
-from syncsde.denoisers.mdm import MDMDenoiser, guarded_inv_lambda, recover_joints
+from syncsde.denoisers.mdm import MDMDenoiser, recover_joints
 from syncsde.sampler import SampleResult, SamplingSchedule, sample
 from syncsde.strategies import Strategy, make_strategy
 
@@ -542,7 +542,7 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
     answer for ``prompt_b`` is view 2's final image and the one for ``prompt_a`` is its inverse
     transform, so both readings come from one image. The SyncSDE strategy caps its first-step
     pull by default (authors: 1/lambda * gamma = 3.94 at t = 957, capped at c_x = 1.79); pass
-    ``strategy_options={"cap_pull": False}`` for the authors' exact update. IF's dynamic
+    ``strategy_options={"max_pull": None}`` for the authors' exact update. IF's dynamic
     thresholding of the DDIM
     step is kept (``thresholding=None`` follows each scheduler config, as the authors'
     diffusers DDIM step does; True / False force it); no safety checker or watermark is
@@ -672,14 +672,13 @@ def long_motion(model, prompt: str | None, length: int = 600, *, window: int = 1
     First-step guard: MDM's cosine schedule starts at abar ~ 1e-9 .. 1e-6, where gamma_t is
     ~ 30 and ``gamma * inv_lambda`` would push each window 3x past its reference. SyncSDE's
     1/lambda(t) is therefore capped so that ``gamma_t / lambda(t) <= max_pull * sqrt(abar_s /
-    abar_t)`` (:class:`~syncsde.denoisers.mdm.ClampedInvLambda`): at most a full replacement by
+    abar_t)`` (:class:`~syncsde.strategies.SyncSDE`'s ``max_pull``): at most a full replacement by
     the reference on the overlap. Only the steps where the authors' schedule overshoots are
     touched: with MDM-1000 and 50 leading steps only the first (1/lambda 3 -> 1.95 at t=980),
     with MDM-50 stepped one by one the first two (3 -> 1.03, 2.94 -> 2.0). We clamp rather than
     skip the first step's coupling so that the windows still start out agreeing on their
-    overlaps. ``max_pull=1`` is the same cap as the SyncSDE strategy's ``cap_pull``; other
-    values (e.g. 0.5) are tighter or looser; ``max_pull=None`` turns the guard off (the
-    authors' uncapped update).
+    overlaps. Other values (e.g. 0.5) are tighter or looser; ``max_pull=None`` turns the guard
+    off (the authors' uncapped update).
 
     ``channels``: features per frame (default: the model's ``njoints``, 263 for HumanML3D).
     Returns ``latents`` = the normalized canvas ``[F, 1, length]``, ``extras["features"]`` =
@@ -703,13 +702,9 @@ def long_motion(model, prompt: str | None, length: int = 600, *, window: int = 1
     problem = sequence_problem(int(nfeats), int(length), int(window), int(overlap), cond=prompt,
                                negative=negative_prompt)
     opts = dict(strategy_options or {})
-    il: Any = inv_lambda
     if isinstance(strategy, str) and strategy == "syncsde":
-        # our guard expresses any max_pull; the strategy's own cap (max_pull = 1) is left off
-        opts.setdefault("cap_pull", False)
-        if max_pull is not None:
-            il = guarded_inv_lambda(inv_lambda, sched, max_pull)
-    strat = make_task_strategy(strategy, il, opts)
+        opts.setdefault("max_pull", max_pull)  # the first-step guard (SyncSDE.max_pull)
+    strat = make_task_strategy(strategy, inv_lambda, opts)
     res = sample(problem, den, strat, schedule=sched, guidance_scale=guidance_scale, eta=eta,
                  seed=seed, device=den.device, progress=progress, callback=callback)
     canvas = res.output  # [F, 1, L]

@@ -68,17 +68,19 @@ class SyncSDE(Strategy):
     :class:`~syncsde.schedules.InvLambdaSchedule`) and a correlation model (``None`` = the task's
     default; or a name: ``previous``, ``earlier``, ``two_sided``).
 
-    ``cap_pull`` guards against overshoot: the pull ``gamma_t * inv_lambda(t)`` is capped at the
-    DDIM state coefficient ``c_x = sqrt(abar_s/abar_t)``, where the pull fully replaces the
-    trajectory's own ``x_t`` term by the reference. It never binds for Stable Diffusion with the
-    authors' settings (largest pull 0.62 vs c_x >= 1), but it does at the first steps of cosine
-    schedules (DeepFloyd IF: 3.94 at t=957; MDM's first gamma is huge). ``cap_pull=False``
-    reproduces the authors' uncapped update.
+    ``max_pull`` guards against overshoot: the pull ``gamma_t * inv_lambda(t)`` is capped at
+    ``max_pull * c_x`` with ``c_x = sqrt(abar_s/abar_t)`` the DDIM state coefficient; at
+    ``max_pull = 1`` the pull fully replaces the trajectory's own ``x_t`` term by the reference
+    (an inpainting step), more would push it past the reference and amplify the mismatch. The
+    default cap never binds for Stable Diffusion with the authors' settings (largest pull 0.62 vs
+    c_x >= 1), but it does at the first steps of cosine schedules (DeepFloyd IF: 3.94 at t=957;
+    MDM: abar ~ 1e-9 at its first step, gamma ~ c_x ~ 30). ``max_pull=None`` reproduces the
+    authors' uncapped update.
     """
 
     inv_lambda: float | InvLambdaSchedule = 5.0
     correlation: Correlation | str | None = None
-    cap_pull: bool = True
+    max_pull: float | None = 1.0
     name: str = "syncsde"
     output_rule: str = "on_top"
     _schedule: Any = field(default=None, init=False, repr=False)
@@ -86,6 +88,8 @@ class SyncSDE(Strategy):
     _corr: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
+        if self.max_pull is not None and not self.max_pull > 0:
+            raise ValueError(f"max_pull must be > 0 or None, got {self.max_pull!r}")
         if isinstance(self.inv_lambda, (int, float)):
             if not self.inv_lambda >= 0:
                 raise ValueError(f"inv_lambda must be >= 0, got {self.inv_lambda!r}")
@@ -108,10 +112,10 @@ class SyncSDE(Strategy):
 
     def inv_lambda_at(self, info: StepInfo) -> float:
         inv = self._schedule(info.t)
-        if self.cap_pull and inv > 0:
+        if self.max_pull is not None and inv > 0:
             c = ops.ddim_coefficients(info.abar_t, info.abar_s, info.eta)
-            if c.gamma * inv > c.c_x:
-                inv = c.c_x / c.gamma
+            if c.gamma * inv > self.max_pull * c.c_x:
+                inv = self.max_pull * c.c_x / c.gamma
         return inv
 
     def step(self, run, y, eps, info, noise):

@@ -27,7 +27,7 @@ from syncsde.denoisers.diffusers_models import (  # noqa: E402
     ControlNetDenoiser, DynamicThresholding, IFDenoiser, IFSuperResolutionDenoiser, ImagePrompt,
     PromptEncoder, StableDiffusionDenoiser, threshold_eps)
 from syncsde.denoisers.mdm import (  # noqa: E402
-    ClampedInvLambda, MDMDenoiser, guarded_inv_lambda, mdm_schedule, recover_joints)
+    MDMDenoiser, mdm_schedule, recover_joints)
 from syncsde.models import (  # noqa: E402
     ModelNotAvailableError, denoiser_from_pipeline, infer_kind, load_pipeline)
 from syncsde.sampler import sample  # noqa: E402
@@ -404,18 +404,19 @@ def test_mdm_adapter_and_long_motion():
 
 def test_first_step_guard_caps_only_the_overshooting_steps():
     from syncsde import ops
+    from syncsde.strategies import SyncSDE
 
     for ds, n in ((50, 50), (1000, 50)):
         sched = mdm_schedule(n, ds)
-        g = guarded_inv_lambda(3.0, sched, 1.0).bind(sched.timesteps)
-        assert isinstance(g, ClampedInvLambda)
-        for info in sched.steps():
+        g = SyncSDE(inv_lambda=3.0, max_pull=1.0)
+        g._schedule = g.inv_lambda.bind(sched.timesteps)
+        steps = sched.steps()
+        for info in steps:
             c = ops.ddim_coefficients(info.abar_t, info.abar_s)
-            assert c.gamma * g(info.t) <= c.c_x * (1 + 1e-9)
-        first = sched.timesteps[0]
-        assert g(first) < g.base(first)  # the first step is guarded
-        late = sched.timesteps[len(sched.timesteps) // 2]
-        assert g(late) == pytest.approx(g.base(late))  # later steps are not
+            assert c.gamma * g.inv_lambda_at(info) <= c.c_x * (1 + 1e-9)
+        first, late = steps[0], steps[len(steps) // 2]
+        assert g.inv_lambda_at(first) < g._schedule(first.t)  # the first step is guarded
+        assert g.inv_lambda_at(late) == pytest.approx(g._schedule(late.t))  # later steps are not
 
 
 def test_recover_joints_straight_walk(tmp_path):

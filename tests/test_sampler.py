@@ -1,7 +1,6 @@
 """The lockstep sampler, strategies and tasks on exact-score Gaussian priors."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -63,7 +62,7 @@ def test_lockstep_equals_sequential_generation():
     den = field_denoiser((2, 6, 8))
     prob = wide_problem(shape, window=(6, 8), stride=(1, 3), cond="a")
     res = sample(prob, den, "syncsde", SCHED, seed=3, progress=False, dtype=torch.float64,
-                 inv_lambda=5.0, cap_pull=False)
+                 inv_lambda=5.0, max_pull=None)
     g = torch.Generator().manual_seed(3)
     canvas = torch.randn(shape, generator=g, dtype=torch.float32).to(torch.float64)
     y_T = prob.views.forward(canvas)

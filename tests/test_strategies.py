@@ -8,7 +8,7 @@ from syncsde import ops
 from syncsde.metrics import frechet_to_law
 from syncsde.priors import FieldDenoiser, GaussianPrior
 from syncsde.sampler import SamplingSchedule, sample
-from syncsde.strategies import StepInfo, SyncSDE
+from syncsde.strategies import SyncSDE
 from syncsde.tasks import sequence_problem, wide_problem
 from syncsde.views import WindowViews
 
@@ -57,6 +57,8 @@ def test_collage_refuses_non_window_views():
 
 
 def test_pull_cap_binds_only_beyond_full_replacement():
+    with pytest.raises(ValueError, match="max_pull"):
+        SyncSDE(max_pull=0.0)
     s = SyncSDE(inv_lambda=5.0)
     sd = SamplingSchedule.preset("sd", 50)
     s._schedule = s.inv_lambda.bind(sd.timesteps)
@@ -68,7 +70,7 @@ def test_pull_cap_binds_only_beyond_full_replacement():
     c = ops.ddim_coefficients(first.abar_t, first.abar_s)
     assert c.gamma * 5.0 == pytest.approx(3.94, abs=0.01)  # the authors' IF overshoot
     assert c.gamma * s.inv_lambda_at(first) == pytest.approx(c.c_x)
-    raw = SyncSDE(inv_lambda=5.0, cap_pull=False)
+    raw = SyncSDE(inv_lambda=5.0, max_pull=None)
     raw._schedule = raw.inv_lambda.bind(deep.timesteps)
     assert raw.inv_lambda_at(first) == pytest.approx(5.0)
 

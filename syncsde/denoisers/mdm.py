@@ -8,22 +8,17 @@ text prompts (``None`` = unconditional) or dicts of extra ``y`` entries; the sam
 x0 output equals MDM's ``ClassifierFreeSampleModel``.
 
 Also here: the cosine schedule of MDM (:meth:`MDMDenoiser.schedule`), the first-step guard
-:class:`ClampedInvLambda`, HumanML3D joint recovery (:func:`recover_joints`) and a stick-figure
+HumanML3D joint recovery (:func:`recover_joints`) and a stick-figure
 GIF writer (:func:`save_stick_figure_gif`).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from syncsde import ops
-from syncsde.schedules import InvLambdaSchedule, LinearInvLambda
-
-__all__ = ["MDMDenoiser", "ClampedInvLambda", "mdm_schedule", "recover_joints",
+__all__ = ["MDMDenoiser", "mdm_schedule", "recover_joints",
            "T2M_KINEMATIC_CHAIN", "save_stick_figure_gif"]
 
 
@@ -135,46 +130,6 @@ class MDMDenoiser:
             self.calls += 1
             out[sel] = self.model(x[sel], ts, y).to(x.dtype)
         return out.to(device=x_t.device, dtype=x_t.dtype)
-
-
-@dataclass(frozen=True)
-class ClampedInvLambda(InvLambdaSchedule):
-    """``min(base(t), max_pull * c_x / gamma_t)``: caps the SyncSDE pull so that one step never
-    moves a view past its reference.
-
-    One step is ``y_s = c_x y_t + c_eps eps - gamma_t (1/lambda) M (y_t - ref)`` with
-    ``c_x = sqrt(abar_s / abar_t)``. With ``gamma (1/lambda) = c_x`` the ``y_t`` part is replaced
-    by the reference on M (an inpainting step); more overshoots to the far side of the reference
-    and amplifies the mismatch. MDM's cosine schedule has abar ~ 1e-9 .. 1e-6 at its first
-    timestep, where ``gamma ~ c_x ~ 30``: with inv_lambda 3 the unguarded pull is 3x past the
-    reference (the mismatch is amplified 2x at the first step). The cap (``max_pull=1``) leaves
-    every later step untouched (there gamma * 1/lambda << c_x).
-    """
-
-    base: InvLambdaSchedule
-    schedule: Any  # SamplingSchedule
-    max_pull: float = 1.0
-    eta: float = 0.0
-
-    def bind(self, timesteps):
-        b = self.base.bind(timesteps) if hasattr(self.base, "bind") else self.base
-        return self if b is self.base else replace(self, base=b)
-
-    def cap(self, t: int) -> float:
-        info = {i.t: i for i in self.schedule.steps(self.eta)}
-        if int(t) not in info:
-            return math.inf
-        i = info[int(t)]
-        c = ops.ddim_coefficients(i.abar_t, i.abar_s, self.eta)
-        return self.max_pull * c.c_x / c.gamma if c.gamma > 0 else math.inf
-
-    def __call__(self, t):
-        return min(float(self.base(t)), self.cap(int(t)))
-
-
-def guarded_inv_lambda(inv_lambda: float, schedule, max_pull: float = 1.0) -> ClampedInvLambda:
-    """The authors' ``inv_lambda * t / T`` capped by :class:`ClampedInvLambda`."""
-    return ClampedInvLambda(LinearInvLambda(float(inv_lambda)), schedule, float(max_pull))
 
 
 # ---- HumanML3D features -> joints ---------------------------------------------------------
