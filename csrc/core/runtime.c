@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include "ssde/half.h"
+#include "ssde/half_convert.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -33,6 +34,7 @@ register_atfork(void)
     for (uint32_t h = 0; h < 65536u; h++) {
         ssde_half_table[h] = ssde_half_to_float_bits((uint16_t)h);
     }
+    ssde_half_convert_init();
     pthread_atfork(NULL, NULL, on_fork_child);
 }
 

@@ -6,6 +6,32 @@
 
 #include "ssde/dtype_dispatch.h"
 #include "ssde/elementwise.h"
+#include "ssde/half_convert.h"
+
+/* float16 kernels stage blocks through float32 buffers (bulk conversion, F16C where the CPU
+ * has it) and run the float32 kernel on them: one rounding per stored value, as before. */
+#define SSDE_STAGE 256
+
+static void
+stage_f16(ssde_inner_fn f32fn, int nops, int64_t n, char *const *p, const int64_t *s,
+          const void *prm)
+{
+    float buf[SSDE_MAX_OPERANDS][SSDE_STAGE];
+    char *ptrs[SSDE_MAX_OPERANDS];
+    int64_t fs[SSDE_MAX_OPERANDS];
+    for (int i = 0; i < nops; i++) {
+        ptrs[i] = (char *)buf[i];
+        fs[i] = (int64_t)sizeof(float);
+    }
+    for (int64_t off = 0; off < n; off += SSDE_STAGE) {
+        int64_t m = n - off < SSDE_STAGE ? n - off : SSDE_STAGE;
+        for (int i = 1; i < nops; i++) {
+            ssde_half_to_float_n(p[i] + off * s[i], s[i], buf[i], m);
+        }
+        f32fn(m, ptrs, fs, prm);
+        ssde_float_to_half_n(buf[0], p[0] + off * s[0], s[0], m);
+    }
+}
 
 int
 ssde_ddim_coefficients(double abar_t, double abar_s, double eta, ssde_ddim_coeffs *out)
@@ -65,6 +91,12 @@ typedef struct {
     }
 SSDE_FOR_EACH_FLOAT(DEF_LINCOMB2)
 
+static void
+lincomb2_f16_staged(int64_t n, char *const *p, const int64_t *s, const void *prm)
+{
+    stage_f16(lincomb2_f32, 3, n, p, s, prm);
+}
+
 /* ---- out = a x + b y + c w ---------------------------------------------- */
 #define DEF_LINCOMB3(SUF, T, ACC)                                                        \
     static void lincomb3_##SUF(int64_t n, char *const *p, const int64_t *s,            \
@@ -91,6 +123,12 @@ SSDE_FOR_EACH_FLOAT(DEF_LINCOMB2)
         }                                                                               \
     }
 SSDE_FOR_EACH_FLOAT(DEF_LINCOMB3)
+
+static void
+lincomb3_f16_staged(int64_t n, char *const *p, const int64_t *s, const void *prm)
+{
+    stage_f16(lincomb3_f32, 4, n, p, s, prm);
+}
 
 /* ---- fused SyncSDE: out = cx x + ce e + cz w - g m (x - r) --------------- */
 typedef struct {
@@ -145,6 +183,21 @@ typedef struct {
     }
 SSDE_FOR_EACH_FLOAT(DEF_SYNC)
 
+static void
+sync4_f16_staged(int64_t n, char *const *p, const int64_t *s, const void *prm)
+{
+    stage_f16(sync4_f32, 5, n, p, s, prm);
+}
+
+static void
+sync5_f16_staged(int64_t n, char *const *p, const int64_t *s, const void *prm)
+{
+    stage_f16(sync5_f32, 6, n, p, s, prm);
+}
+
+/* Picks the kernel for a dtype; float16 goes through the staged float32 kernel. */
+#define PICK(dtype, prefix) ((dtype) == SSDE_F16 ? prefix##_f16_staged : SSDE_PICK_FLOAT(dtype, prefix))
+
 static int
 same_float_dtype(int n, const ssde_tensor *ops)
 {
@@ -167,7 +220,7 @@ ssde_lincomb2(ssde_tensor *out, const ssde_tensor *x, const ssde_tensor *y, doub
         return SSDE_ERR_DTYPE;
     }
     lincomb_params P = {a, b, 0.0};
-    return ssde_elementwise(3, ops, SSDE_PICK_FLOAT(out->dtype, lincomb2), &P);
+    return ssde_elementwise(3, ops, PICK(out->dtype, lincomb2), &P);
 }
 
 int
@@ -179,7 +232,7 @@ ssde_lincomb3(ssde_tensor *out, const ssde_tensor *x, const ssde_tensor *y, cons
         return SSDE_ERR_DTYPE;
     }
     lincomb_params P = {a, b, c};
-    return ssde_elementwise(4, ops, SSDE_PICK_FLOAT(out->dtype, lincomb3), &P);
+    return ssde_elementwise(4, ops, PICK(out->dtype, lincomb3), &P);
 }
 
 int
@@ -198,7 +251,7 @@ ssde_syncsde_update(ssde_tensor *out, const ssde_tensor *x, const ssde_tensor *e
     }
     sync_params P = {c_x, c_eps, c_z, pull};
     if (nops == 5) {
-        return ssde_elementwise(5, ops, SSDE_PICK_FLOAT(out->dtype, sync4), &P);
+        return ssde_elementwise(5, ops, PICK(out->dtype, sync4), &P);
     }
-    return ssde_elementwise(6, ops, SSDE_PICK_FLOAT(out->dtype, sync5), &P);
+    return ssde_elementwise(6, ops, PICK(out->dtype, sync5), &P);
 }
