@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ssde/dtype_dispatch.h"
+#include "ssde/half_convert.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -184,6 +185,25 @@
     };
 SSDE_FOR_EACH_FLOAT(DEF_ROW_OPS)
 
+/* float16 rows load and store through the bulk converters (F16C where available). */
+static void
+load_f16_bulk(void *acc, const char *src, int64_t ss, int64_t n)
+{
+    ssde_half_to_float_n(src, ss, (float *)acc, n);
+}
+
+static void
+store_f16_bulk(char *dst, int64_t ds, const void *acc, int64_t n)
+{
+    ssde_float_to_half_n((const float *)acc, dst, ds, n);
+}
+
+static const ssde_row_ops row_ops_f16_bulk = {
+    sizeof(uint16_t), sizeof(float),  load_f16_bulk, store_f16_bulk,
+    add_f16,          add_nd_f16,     add_w_f16,     add_one_f16,
+    store_div_f16,    count_uncovered_f16,
+};
+
 const ssde_row_ops *
 ssde_row_ops_for(int dtype)
 {
@@ -193,7 +213,8 @@ ssde_row_ops_for(int dtype)
         case SSDE_F64:
             return &row_ops_f64;
         case SSDE_F16:
-            return &row_ops_f16;
+            (void)row_ops_f16;
+            return &row_ops_f16_bulk;
         case SSDE_BF16:
             return &row_ops_bf16;
         default:
