@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 
 from syncsde import ops
+from syncsde.atomic import atomic_savefig
 from syncsde.metrics import frechet_to_law, seam_statistic
 from syncsde.priors import (FieldDenoiser, GaussianMixturePrior, GaussianPrior, PriorDenoiser,
                             gaussian_conditional, gaussian_product, masked_composition)
@@ -212,5 +213,5 @@ def plot_results(results: dict, path, title: str) -> None:
     np.atleast_1d(axes)[0].set_ylabel("Frechet distance W2^2 to the exact law")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)

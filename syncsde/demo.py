@@ -13,7 +13,6 @@ a minute on a laptop CPU. It writes:
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from syncsde import ops
+from syncsde.atomic import atomic_save_png, atomic_write_json
 from syncsde.priors import FieldDenoiser, GaussianPrior, PriorDenoiser
 from syncsde.sampler import SamplingSchedule, sample
 from syncsde.tasks import ambiguous_problem, wide_problem
@@ -91,7 +91,7 @@ def wide_demo(out: Path, steps: int, seed: int, progress: bool, log: Callable) -
         log(f"  wide / {name}: {time.perf_counter() - t0:.1f}s")
         rows.append(_label(to_rgb(r.canvas), f"{name}  ({prob.views.num_views} windows 32x32, stride 8)"))
     path = out / "wide.png"
-    _stack(rows).save(path)
+    atomic_save_png(_stack(rows), path)
     return path
 
 
@@ -121,7 +121,7 @@ def ambiguous_demo(out: Path, steps: int, seed: int, progress: bool, log: Callab
         tiles.append(_stack([_label(np.full((4, v1.width * 2 + 6, 3), 255, np.uint8), name),
                              _side_by_side([v1, v2])], gap=0))
     path = out / "ambiguous.png"
-    _side_by_side(tiles, gap=16).save(path)
+    atomic_save_png(_side_by_side(tiles, gap=16), path)
     return path
 
 
@@ -132,7 +132,7 @@ def benchmark_demo(out: Path, samples: int, steps: int, log: Callable) -> Path:
     results = {}
     for name, build in TASKS.items():
         results[name] = run_task(build(schedule), schedule, samples, 0, STRATEGIES, log)
-    (out / "benchmark.json").write_text(json.dumps(results, indent=2))
+    atomic_write_json(out / "benchmark.json", results)
     path = out / "benchmark.png"
     plot_results(results, path, f"exact-score benchmark ({samples} samples, {steps} steps; "
                                 "lower is better)")
