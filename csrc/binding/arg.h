@@ -71,5 +71,6 @@ PyObject *ssde_raise_status(int status, const char *op);
 extern PyMethodDef ssde_steps_methods[];
 extern PyMethodDef ssde_views_methods[];
 extern PyMethodDef ssde_composite_methods[];
+extern PyMethodDef ssde_raster_methods[];
 
 #endif

@@ -63,6 +63,7 @@ module_exec(PyObject *module)
         add_methods(module, ssde_composite_methods) < 0) {
         return -1;
     }
+    if (add_methods(module, ssde_raster_methods) < 0) { return -1; }
     return PyModule_AddIntConstant(module, "MAX_DIMS", SSDE_MAX_DIMS);
 }
 

@@ -14,6 +14,7 @@ from syncsde.ops.pixelmaps import (
     skew,
     skew_shifts,
 )
+from syncsde.ops.raster import Fragments, nearest_seed, rasterize
 from syncsde.ops.composite import UNCOVERED_POLICIES, normalize_accumulated, window_average
 from syncsde.ops.steps import (
     DDIMCoefficients,
@@ -41,4 +42,5 @@ __all__ = [
     "normalize_accumulated", "window_average", "UNCOVERED_POLICIES",
     "DIHEDRAL_OPS", "dihedral", "dihedral_inverse", "dihedral_shape", "dihedral_swaps_axes",
     "skew", "skew_shifts", "permute_pixels", "csr_apply", "csr_coverage",
+    "Fragments", "rasterize", "nearest_seed",
 ]
