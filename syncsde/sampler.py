@@ -8,6 +8,7 @@ intermediate states.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -16,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from syncsde import ops, schedules
+from syncsde.checkpoint import CheckpointError, describe, load_checkpoint, save_checkpoint
 from syncsde.correlation import Correlation
 from syncsde.denoisers.base import predict_eps
 from syncsde.strategies import StepInfo, Strategy, make_strategy
@@ -165,10 +167,32 @@ def initial_state(problem: Problem, batch: int | None, generator: torch.Generato
     return y.to(device), None if canvas is None else canvas.to(device)
 
 
-def _save_checkpoint(path: str, state: dict) -> None:
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interruption leaves the previous checkpoint intact
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)) and \
+            not (hasattr(value, "__index__") and not isinstance(value, float)):
+        raise TypeError(f"{name} must be an integer >= 1, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _run_description(problem: Problem, strategy: Strategy, schedule: SamplingSchedule,
+                     seed: Any, eta: float, guidance_scale: float, batch: int | None,
+                     dtype: torch.dtype, shape: tuple[int, ...]) -> dict:
+    """What identifies a run for its checkpoint: resuming with any of it changed is refused."""
+    p = problem
+    return {
+        "timesteps": list(schedule.timesteps), "abar": describe(schedule.abar),
+        "final_abar": float(schedule.final_abar),
+        "seed": describe(seed.get_state() if isinstance(seed, torch.Generator) else seed),
+        "eta": float(eta), "guidance_scale": float(guidance_scale), "batch": batch,
+        "dtype": str(dtype), "shape": list(shape), "strategy": describe(strategy),
+        "views": describe(p.views), "cond": describe(list(p.cond)),
+        "negative": describe(None if p.negative is None else list(p.negative)),
+        "correlation": describe(p.correlation), "weights": describe(p.weights), "init": p.init,
+        "initial_views": describe(p.initial_views), "output_view": p.output_view,
+        "initial_canvas": describe(p.initial_canvas)}
 
 
 @torch.no_grad()
@@ -193,9 +217,15 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
         raise ValueError("pass num_steps only with a preset name; the schedule fixes its steps")
     if len(schedule.timesteps) < 1:
         raise ValueError("the schedule has zero steps")
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    if batch is not None:
+        batch = _positive_int(batch, "batch")
+    checkpoint_every = _positive_int(checkpoint_every, "checkpoint_every")
+    if max_batch is not None:
+        max_batch = _positive_int(max_batch, "max_batch")
     strategy = make_strategy(strategy, **strategy_options)
+    seed_description = seed.get_state() if isinstance(seed, torch.Generator) else seed
     ops.set_num_threads()  # follow torch.get_num_threads() / SYNCSDE_NUM_THREADS
     device = torch.device(device)
     gen = _generator(seed)
@@ -209,17 +239,21 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
     if run.weights is not None:
         w = run.weights.to(dtype=dtype, device=device)
         run.weights = w.reshape((n,) + (1,) * (run.batch_dims + 1) + tuple(w.shape[-2:]))
-    strategy.prepare(run)
     infos = schedule.steps(eta)
     start = 0
-    if checkpoint and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, weights_only=False)
-        if state.get("shape") != tuple(y.shape) or state.get("timesteps") != run.timesteps or \
-                state.get("strategy") != strategy.name:
-            raise ValueError(f"checkpoint {checkpoint} belongs to another run "
-                             f"(shape {state.get('shape')}, strategy {state.get('strategy')})")
-        start, y, run.canvas = state["step"], state["y"].to(device), state["canvas"]
-        gen.set_state(state["rng"])
+    if checkpoint:
+        run_id = _run_description(problem, strategy, schedule, seed_description, eta,
+                                  guidance_scale, batch, dtype, tuple(y.shape))
+        if os.path.exists(checkpoint):
+            start, state = load_checkpoint(checkpoint, run_id, len(infos))
+            if "y" not in state or tuple(state["y"].shape) != tuple(y.shape) or \
+                    ("canvas" in state) != (run.canvas is not None) or "rng" not in state:
+                raise CheckpointError(checkpoint, "its tensors do not match this run")
+            y = state["y"].to(dtype=dtype, device=device)
+            if run.canvas is not None:
+                run.canvas = state["canvas"].to(dtype=run.canvas.dtype, device=run.canvas.device)
+            gen.set_state(state["rng"])
+    strategy.prepare(run)
     cond = [c for c in problem.cond for _ in range(b)]
     negative = None if problem.negative is None else [c for c in problem.negative for _ in range(b)]
     flat_shape = (n * b, *problem.views.view_shape)
@@ -241,9 +275,10 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
             callback(info.index, info.t, y)
         done = info.index + 1
         if checkpoint and (done % checkpoint_every == 0 or done == len(infos)):
-            _save_checkpoint(checkpoint, {"step": done, "y": y.cpu(), "canvas": run.canvas,
-                                          "rng": gen.get_state(), "shape": tuple(y.shape),
-                                          "timesteps": run.timesteps, "strategy": strategy.name})
+            tensors = {"y": y, "rng": gen.get_state()}
+            if run.canvas is not None:
+                tensors["canvas"] = run.canvas
+            save_checkpoint(checkpoint, done, len(infos), run_id, tensors)
     bar.close()
     canvas = compose(problem.views, y, strategy.output_rule, run.weights)
     output = canvas if problem.output_view is None else y[problem.output_view]

@@ -13,9 +13,11 @@ GIF writer (:func:`save_stick_figure_gif`).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
+
 import torch
 
 __all__ = ["MDMDenoiser", "mdm_schedule", "recover_joints",
@@ -31,6 +33,22 @@ def mdm_schedule(num_steps: int = 50, diffusion_steps: int = 1000):
     abar = schedules.alphas_cumprod("cosine", int(diffusion_steps))
     ts = schedules.ddim_timesteps(int(num_steps), int(diffusion_steps), spacing="leading")
     return SamplingSchedule(abar, ts, 1.0, int(diffusion_steps))
+
+
+def _read_state_dict(path: str) -> dict:
+    """A state dict from safetensors or a torch file, never unpickling arbitrary objects; a
+    damaged or foreign file is one ``ValueError`` naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for bad files
+        raise ValueError(f"checkpoint {path!r} is not a readable weights file (only tensors and "
+                         f"plain containers are loaded): {str(e).splitlines()[0][:200]}") from None
 
 
 class MDMDenoiser:
@@ -77,10 +95,12 @@ class MDMDenoiser:
     @classmethod
     def from_checkpoint(cls, build_model, checkpoint: str, device=None, strict: bool = False,
                         **kw) -> "MDMDenoiser":
-        """``build_model()`` makes the (MDM-repo) module; ``checkpoint`` is its ``model*.pt``.
-        MDM checkpoints omit the frozen CLIP weights, hence ``strict=False``."""
+        """``build_model()`` makes the (MDM-repo) module; ``checkpoint`` is its ``model*.pt``
+        (read with ``weights_only=True``: tensors and plain containers only, no code runs) or a
+        ``.safetensors`` file. MDM checkpoints omit the frozen CLIP weights, hence
+        ``strict=False``."""
         model = build_model()
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        state = _read_state_dict(checkpoint)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         missing, unexpected = model.load_state_dict(state, strict=strict)
