@@ -68,9 +68,57 @@ static PyObject *torch_tensor_type = NULL;
 static PyObject *torch_exporter = NULL;
 static int torch_lookup_done = 0;
 
-static PyObject *
-torch_fast_export(PyObject *obj, const char *name, int *handled)
+/* Replaces the exception a producer raised (inside __dlpack__ or torch's exporter) by one
+ * that names the argument, chained to the original (`raise ... from original`). TypeError
+ * stays a TypeError, every other Exception becomes a ValueError; MemoryError and
+ * non-Exception errors (KeyboardInterrupt, SystemExit) pass through unchanged. */
+static void
+rename_producer_error(const char *name)
 {
+    if (!PyErr_ExceptionMatches(PyExc_Exception) || PyErr_ExceptionMatches(PyExc_MemoryError)) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    PyObject *kind = PyErr_GivenExceptionMatches(type, PyExc_TypeError) ? PyExc_TypeError
+                                                                         : PyExc_ValueError;
+    PyErr_Format(kind, "argument '%s' cannot be exported via DLPack: %s: %S", name,
+                 type != NULL ? ((PyTypeObject *)type)->tp_name : "error",
+                 value != NULL ? value : Py_None);
+    PyObject *t2, *v2, *tb2;
+    PyErr_Fetch(&t2, &v2, &tb2);
+    PyErr_NormalizeException(&t2, &v2, &tb2);
+    if (v2 != NULL && value != NULL) {
+        PyException_SetCause(v2, Py_NewRef(value));
+        PyException_SetContext(v2, Py_NewRef(value));
+    }
+    PyErr_Restore(t2, v2, tb2);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* Calls obj.<method>() and returns its truth value, or -1 with an exception set. */
+static int
+call_flag(PyObject *obj, PyObject *method)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(obj, method);
+    if (r == NULL) {
+        return -1;
+    }
+    int v = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    return v;
+}
+
+static PyObject *
+torch_fast_export(PyObject *obj, const char *name, int flags, int *handled)
+{
+    static PyObject *is_neg_str = NULL, *resolve_neg_str = NULL;
     *handled = 0;
     if (!torch_lookup_done) {
         PyObject *modname = PyUnicode_InternFromString("torch");
@@ -111,16 +159,53 @@ torch_fast_export(PyObject *obj, const char *name, int *handled)
                      name);
         return NULL;
     }
-    return PyObject_CallOneArg(torch_exporter, obj);
+    /* A lazy negation (the negative bit: z.conj().imag, torch._neg_view) is not part of
+     * DLPack: exported as is, its memory holds the un-negated values. Inputs are resolved
+     * (a negated copy); an output would be written un-negated, so it is refused. */
+    if (is_neg_str == NULL) {
+        is_neg_str = PyUnicode_InternFromString("is_neg");
+        resolve_neg_str = PyUnicode_InternFromString("resolve_neg");
+        if (is_neg_str == NULL || resolve_neg_str == NULL) {
+            return NULL;
+        }
+    }
+    int neg = call_flag(obj, is_neg_str);
+    if (neg < 0) {
+        return NULL;
+    }
+    PyObject *cap;
+    if (neg) {
+        if (flags & SSDE_ARG_OUTPUT) {
+            PyErr_Format(PyExc_ValueError,
+                         "argument '%s' has the negative bit set (a lazy negation view such as "
+                         "z.conj().imag or torch._neg_view(t)); writes through it would land "
+                         "un-negated: pass a materialized tensor (t.resolve_neg() is a copy)",
+                         name);
+            return NULL;
+        }
+        PyObject *resolved = PyObject_CallMethodNoArgs(obj, resolve_neg_str);
+        if (resolved == NULL) {
+            return NULL;
+        }
+        cap = PyObject_CallOneArg(torch_exporter, resolved); /* the capsule owns the copy */
+        Py_DECREF(resolved);
+    }
+    else {
+        cap = PyObject_CallOneArg(torch_exporter, obj);
+    }
+    if (cap == NULL) {
+        rename_producer_error(name);
+    }
+    return cap;
 }
 
 static PyObject *
-export_capsule(PyObject *obj, const char *name, int *not_exportable)
+export_capsule(PyObject *obj, const char *name, int flags, int *not_exportable)
 {
     static PyObject *kwargs = NULL, *empty = NULL, *dlpack_str = NULL;
     *not_exportable = 0;
     int handled;
-    PyObject *cap = torch_fast_export(obj, name, &handled);
+    PyObject *cap = torch_fast_export(obj, name, flags, &handled);
     if (handled || cap != NULL) {
         return cap;
     }
@@ -138,6 +223,9 @@ export_capsule(PyObject *obj, const char *name, int *not_exportable)
             PyErr_Clear();
             *not_exportable = 1;
         }
+        else {
+            rename_producer_error(name);
+        }
         return NULL;
     }
     cap = PyObject_Call(meth, empty, kwargs);
@@ -147,6 +235,9 @@ export_capsule(PyObject *obj, const char *name, int *not_exportable)
         cap = PyObject_Call(meth, empty, NULL);
     }
     Py_DECREF(meth);
+    if (cap == NULL) {
+        rename_producer_error(name);
+    }
     return cap;
 }
 
@@ -233,18 +324,100 @@ check_output_layout(const ssde_arg *a)
     return 0;
 }
 
+/* A plain sequence of integers as an int64 array. Floats and bools are refused (never
+ * truncated: 2.5 is not an index, True is not 1 here); so are integers beyond int64. An
+ * empty sequence is an empty int64 array. */
+/* 0 when every leaf of a nested list/tuple is an int (not a bool); -1 with TypeError set
+ * naming the first other leaf (numpy would turn True into 1 next to ints). */
+static int
+check_int_leaves(PyObject *obj, const char *name, int depth)
+{
+    if (PyList_Check(obj) || PyTuple_Check(obj)) {
+        if (depth > SSDE_MAX_DIMS) {
+            PyErr_Format(PyExc_ValueError, "argument '%s' is nested deeper than %d levels",
+                         name, SSDE_MAX_DIMS);
+            return -1;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(obj);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (check_int_leaves(PySequence_Fast_GET_ITEM(obj, i), name, depth + 1) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    if (PyBool_Check(obj) || PyArray_IsScalar(obj, Bool) ||
+        !(PyLong_Check(obj) || PyArray_IsScalar(obj, Integer) || PyArray_Check(obj))) {
+        PyErr_Format(PyExc_TypeError,
+                     "argument '%s' must hold integers; got %R (%.100s); floats and bools are "
+                     "refused, not truncated",
+                     name, obj, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 index_sequence_to_array(PyObject *obj, const char *name)
 {
-    PyObject *arr = PyArray_FROMANY(obj, NPY_INT64, 0, SSDE_MAX_DIMS, NPY_ARRAY_IN_ARRAY);
-    if (arr == NULL) {
+    if (check_int_leaves(obj, name, 0) < 0) {
+        return NULL;
+    }
+    PyObject *raw = PyArray_FromAny(obj, NULL, 0, SSDE_MAX_DIMS, 0, NULL);
+    if (raw == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception) || PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            return NULL;
+        }
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError,
                      "argument '%s' must be an integer tensor or a sequence of integers, "
                      "got %.100s",
                      name, Py_TYPE(obj)->tp_name);
+        return NULL;
     }
+    PyArrayObject *a = (PyArrayObject *)raw;
+    int type = PyArray_TYPE(a);
+    int ok = PyArray_SIZE(a) == 0 ||
+             (PyTypeNum_ISINTEGER(type) && !(type == NPY_UINT64 || type == NPY_ULONGLONG ||
+                                             (type == NPY_ULONG && sizeof(long) == 8)));
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError,
+                     "argument '%s' must hold integers (int64 range); got a sequence of %s "
+                     "(floats and bools are refused, not truncated)",
+                     name, PyArray_DESCR(a)->typeobj->tp_name);
+        Py_DECREF(raw);
+        return NULL;
+    }
+    PyObject *arr = PyArray_FROMANY(raw, NPY_INT64, 0, SSDE_MAX_DIMS,
+                                    NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(raw);
     return arr;
+}
+
+/* Broadcast (zero-stride) index tensors are copied into private memory by the kernels; their
+ * logical size is capped so that a few bytes of real memory cannot ask for a huge copy. */
+#define SSDE_MAX_BROADCAST_INDEX ((int64_t)1 << 24)
+
+static const char *
+layout_problem_text(int problem)
+{
+    switch (problem) {
+        case SSDE_LAYOUT_NDIM:
+            return "too many dimensions";
+        case SSDE_LAYOUT_NEGATIVE_SHAPE:
+            return "a negative dimension";
+        case SSDE_LAYOUT_SIZE_OVERFLOW:
+            return "more elements than any memory can hold (the size overflows 2^62 bytes)";
+        case SSDE_LAYOUT_EXTENT_OVERFLOW:
+            return "strides that span more than 2^62 bytes (or wrap the address space)";
+        case SSDE_LAYOUT_MISALIGNED:
+            return "a data pointer that is not aligned to its dtype's size; pass an aligned "
+                   "copy";
+        case SSDE_LAYOUT_NULL_DATA:
+            return "a NULL data pointer";
+        default:
+            return "an invalid layout";
+    }
 }
 
 int
@@ -257,7 +430,7 @@ ssde_arg_borrow(PyObject *obj, ssde_arg *arg, int flags)
         return -1;
     }
     int not_exportable = 0;
-    PyObject *cap = export_capsule(obj, arg->name, &not_exportable);
+    PyObject *cap = export_capsule(obj, arg->name, flags, &not_exportable);
     if (cap == NULL && not_exportable) {
         if (!(flags & SSDE_ARG_INDEX)) {
             PyErr_Format(PyExc_TypeError,
@@ -270,19 +443,12 @@ ssde_arg_borrow(PyObject *obj, ssde_arg *arg, int flags)
         if (converted == NULL) {
             return -1;
         }
-        cap = export_capsule(converted, arg->name, &not_exportable);
+        cap = export_capsule(converted, arg->name, flags, &not_exportable);
         Py_DECREF(converted); /* the capsule keeps the array alive */
     }
     if (cap == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_BufferError) ||
-            PyErr_ExceptionMatches(PyExc_RuntimeError)) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            PyErr_Format(PyExc_ValueError, "argument '%s' cannot be exported via DLPack: %S",
-                         arg->name, value ? value : Py_None);
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "argument '%s': __dlpack__ returned NULL", arg->name);
         }
         return -1;
     }
@@ -347,17 +513,47 @@ ssde_arg_borrow(PyObject *obj, ssde_arg *arg, int flags)
                      arg->name, ssde_dtype_name(arg->t.dtype));
         goto fail;
     }
+    if (dl->ndim > 0 && dl->shape == NULL) {
+        PyErr_Format(PyExc_ValueError, "argument '%s': the DLPack tensor has a NULL shape",
+                     arg->name);
+        goto fail;
+    }
     arg->t.ndim = dl->ndim;
-    arg->t.data = (char *)dl->data + dl->byte_offset;
+    arg->t.data = (char *)((uintptr_t)dl->data + (uintptr_t)dl->byte_offset);
+    /* NULL strides mean compact row-major (the DLPack spec); computed with overflow checks */
     int64_t running = 1;
+    int running_ok = 1;
     for (int d = dl->ndim - 1; d >= 0; d--) {
         arg->t.shape[d] = dl->shape[d];
         arg->t.stride[d] = dl->strides ? dl->strides[d] : running;
-        running *= dl->shape[d];
+        if (dl->shape[d] < 0 || (running_ok && ssde_mul_nonneg_i64(running, dl->shape[d] > 0 ? dl->shape[d] : 1, &running) < 0)) {
+            running_ok = 0;
+        }
     }
-    if (running > 0 && arg->t.data == NULL) {
-        PyErr_Format(PyExc_ValueError, "argument '%s' has a NULL data pointer", arg->name);
+    int problem = ssde_tensor_layout_problem(&arg->t);
+    if (problem == SSDE_LAYOUT_OK && !running_ok && dl->strides == NULL) {
+        problem = SSDE_LAYOUT_SIZE_OVERFLOW;
+    }
+    if (problem != SSDE_LAYOUT_OK) {
+        char got[160];
+        ssde_format_shape(&arg->t, got, sizeof got);
+        PyErr_Format(PyExc_ValueError, "argument '%s' (shape %s) has %s", arg->name, got,
+                     layout_problem_text(problem));
         goto fail;
+    }
+    if (flags & SSDE_ARG_INDEX) {
+        int64_t n = ssde_numel(&arg->t);
+        int broadcast = 0;
+        for (int d = 0; d < arg->t.ndim; d++) {
+            broadcast |= arg->t.shape[d] > 1 && arg->t.stride[d] == 0;
+        }
+        if (broadcast && n > SSDE_MAX_BROADCAST_INDEX) {
+            PyErr_Format(PyExc_ValueError,
+                         "argument '%s' is a broadcast (zero-stride) index tensor of %lld "
+                         "entries; at most %lld are copied: pass a contiguous tensor",
+                         arg->name, (long long)n, (long long)SSDE_MAX_BROADCAST_INDEX);
+            goto fail;
+        }
     }
     if ((flags & SSDE_ARG_OUTPUT) && check_output_layout(arg) < 0) {
         goto fail;

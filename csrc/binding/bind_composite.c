@@ -43,11 +43,14 @@ load_windows(PyObject *obj, int64_t h, int64_t w, int64_t H, int64_t W, int circ
         ssde_arg_release(&a);
         return -1;
     }
+    /* n * 2 entries fit (the borrow bounds the tensor's size); the byte count is checked */
     int64_t n = a.t.shape[0];
-    *buf = malloc((size_t)(2 * n + 1) * sizeof(int64_t));
-    if (*buf == NULL) {
+    size_t entries;
+    if (ssde_mul_size((size_t)n, 2, &entries) < 0 || ssde_add_size(entries, 1, &entries) < 0 ||
+        (*buf = ssde_malloc_array(entries, sizeof(int64_t))) == NULL) {
         ssde_arg_release(&a);
-        PyErr_NoMemory();
+        PyErr_Format(PyExc_MemoryError, "argument 'offsets': no memory to copy %lld windows",
+                     (long long)n);
         return -1;
     }
     int st = ssde_offsets_to_i64(&a.t, *buf);
@@ -63,6 +66,19 @@ load_windows(PyObject *obj, int64_t h, int64_t w, int64_t H, int64_t W, int circ
     win->w = w;
     win->offsets = *buf;
     win->circular = circular;
+    ssde_tensor plane = {0}; /* n * h * w elements must fit (the kernels add *L) */
+    plane.ndim = 2;
+    plane.shape[0] = H;
+    plane.shape[1] = W;
+    if (ssde_windows_check_size(&plane, win) != SSDE_OK) {
+        PyErr_Format(PyExc_ValueError,
+                     "%lld windows of %lldx%lld pixels are more than any canvas can hold "
+                     "(n * h * w overflows 2^61)",
+                     (long long)n, (long long)h, (long long)w);
+        free(*buf);
+        *buf = NULL;
+        return -1;
+    }
     for (int64_t i = 0; i < n; i++) {
         int64_t top = (*buf)[2 * i], left = (*buf)[2 * i + 1];
         int bad_top = top < 0 || top > H - h;

@@ -10,12 +10,21 @@ static PyObject *
 py_set_num_threads(PyObject *self, PyObject *arg)
 {
     (void)self;
-    long n = PyLong_AsLong(arg);
+    int cap = ssde_max_threads();
+    if (PyBool_Check(arg) || !PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "num_threads must be an int in [1, %d], got %.100s", cap,
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(arg, &overflow);
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    if (n < 1) {
-        PyErr_Format(PyExc_ValueError, "num_threads must be >= 1, got %ld", n);
+    if (overflow != 0 || n < 1 || n > cap) {
+        PyErr_Format(PyExc_ValueError,
+                     "num_threads must be in [1, %d] (max(1024, 4 x the CPU count)), got %R",
+                     cap, arg);
         return NULL;
     }
     ssde_set_num_threads((int)n);
@@ -31,6 +40,14 @@ py_get_num_threads(PyObject *self, PyObject *noargs)
 }
 
 static PyObject *
+py_max_num_threads(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong(ssde_max_threads());
+}
+
+static PyObject *
 py_has_openmp(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -41,6 +58,8 @@ py_has_openmp(PyObject *self, PyObject *noargs)
 static PyMethodDef runtime_methods[] = {
     {"set_num_threads", py_set_num_threads, METH_O, "Set the OpenMP team size of every kernel."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "The OpenMP team size."},
+    {"max_num_threads", py_max_num_threads, METH_NOARGS,
+     "The largest team size set_num_threads accepts: max(1024, 4 x the CPU count)."},
     {"has_openmp", py_has_openmp, METH_NOARGS, "Whether the core was built with OpenMP."},
     {NULL, NULL, 0, NULL},
 };

@@ -127,6 +127,9 @@ int
 ssde_normalize_accumulated(ssde_tensor *out, const ssde_tensor *num, const ssde_tensor *den,
                            int policy, int64_t *n_uncovered)
 {
+    SSDE_CHECK_TENSOR(out);
+    SSDE_CHECK_TENSOR(num);
+    SSDE_CHECK_TENSOR(den);
     if (!parse_policy(policy)) {
         return SSDE_ERR_VALUE;
     }
@@ -205,6 +208,11 @@ int
 ssde_window_average(ssde_tensor *canvas, const ssde_tensor *views, const ssde_tensor *weights,
                     const ssde_windows *win, int policy, int64_t *n_uncovered)
 {
+    SSDE_CHECK_TENSOR(canvas);
+    SSDE_CHECK_TENSOR(views);
+    if (weights != NULL) {
+        SSDE_CHECK_TENSOR(weights);
+    }
     if (!parse_policy(policy)) {
         return SSDE_ERR_VALUE;
     }
@@ -218,6 +226,9 @@ ssde_window_average(ssde_tensor *canvas, const ssde_tensor *views, const ssde_te
         views->shape[nd] != win->w || win->h > canvas->shape[nd - 2] ||
         win->w > canvas->shape[nd - 1]) {
         return SSDE_ERR_SHAPE;
+    }
+    if (ssde_windows_check_size(canvas, win) != SSDE_OK) {
+        return SSDE_ERR_VALUE;
     }
     for (int d = 0; d < nd - 2; d++) {
         if (views->shape[d + 1] != canvas->shape[d]) {
@@ -280,8 +291,12 @@ ssde_window_average(ssde_tensor *canvas, const ssde_tensor *views, const ssde_te
         }
     }
     int nthreads = ssde_effective_threads(N * Lt * h * w + units * W);
-    const size_t row_bytes = (size_t)W * (size_t)c.acc_item;
-    char *scratch = malloc((size_t)nthreads * 2 * row_bytes);
+    size_t row_bytes, n_rows;
+    char *scratch = NULL;
+    if (ssde_mul_size((size_t)W, (size_t)c.acc_item, &row_bytes) == 0 &&
+        ssde_mul_size((size_t)nthreads, 2, &n_rows) == 0) {
+        scratch = ssde_malloc_array(n_rows, row_bytes);
+    }
     if (scratch == NULL) {
         return SSDE_ERR_NOMEM;
     }

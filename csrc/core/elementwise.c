@@ -63,6 +63,9 @@ ssde_elementwise(int nops, const ssde_tensor *ops, ssde_inner_fn fn, const void 
     if (nops < 1 || nops > SSDE_MAX_OPERANDS) {
         return SSDE_ERR_VALUE;
     }
+    for (int i = 0; i < nops; i++) {
+        SSDE_CHECK_TENSOR(&ops[i]);
+    }
     for (int i = 1; i < nops; i++) {
         if (ops[i].ndim != ops[0].ndim) {
             return SSDE_ERR_SHAPE;

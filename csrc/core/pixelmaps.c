@@ -220,6 +220,8 @@ DEF_COPY2D(u64, uint64_t)
 int
 ssde_index_map2d(ssde_tensor *out, const ssde_tensor *in, const int64_t m[6])
 {
+    SSDE_CHECK_TENSOR(out);
+    SSDE_CHECK_TENSOR(in);
     if (!copy_dtypes_ok(out, in)) {
         return SSDE_ERR_DTYPE;
     }
@@ -335,6 +337,8 @@ DEF_SKEW_ROWS(u64, uint64_t)
 int
 ssde_skew(ssde_tensor *out, const ssde_tensor *in, double factor, int inverse)
 {
+    SSDE_CHECK_TENSOR(out);
+    SSDE_CHECK_TENSOR(in);
     if (!copy_dtypes_ok(out, in)) {
         return SSDE_ERR_DTYPE;
     }
@@ -356,7 +360,7 @@ ssde_skew(ssde_tensor *out, const ssde_tensor *in, double factor, int inverse)
     }
     int64_t ish = in->stride[nl], isw = in->stride[nl + 1];
     int64_t osh = out->stride[nl], osw = out->stride[nl + 1];
-    int64_t *tab = malloc(2 * (size_t)W * sizeof(int64_t));
+    int64_t *tab = ssde_malloc_array(2 * (size_t)W, sizeof(int64_t)); /* W <= 2^61 */
     if (tab == NULL) {
         return SSDE_ERR_NOMEM;
     }
@@ -495,6 +499,9 @@ int
 ssde_permute_pixels(ssde_tensor *out, const ssde_tensor *in, const ssde_tensor *index,
                     int scatter, ssde_map_error *err)
 {
+    SSDE_CHECK_TENSOR(out);
+    SSDE_CHECK_TENSOR(in);
+    SSDE_CHECK_TENSOR(index);
     if (err != NULL) {
         err->kind = SSDE_MAPERR_NONE;
     }
@@ -520,23 +527,33 @@ ssde_permute_pixels(ssde_tensor *out, const ssde_tensor *in, const ssde_tensor *
     const void *tab = NULL;
     void *owned = NULL;
     if (!scatter && contiguous_plane && row_major_contiguous(index)) {
-        /* the index itself is the table of source offsets: check it, read-only */
-        int64_t bad = first_out_of_range(index->data, is64, P, P);
+        /* A private copy of the index is the table of source offsets: checked after the copy,
+         * so a caller's thread writing the index meanwhile cannot send the gather outside. */
+        const size_t iz = is64 ? sizeof(int64_t) : sizeof(int32_t);
+        void *copy = ssde_malloc_array((size_t)P, iz);
+        if (copy == NULL) {
+            return SSDE_ERR_NOMEM;
+        }
+        memcpy(copy, index->data, (size_t)P * iz);
+        int64_t bad = first_out_of_range(copy, is64, P, P);
         if (bad >= 0) {
             if (err != NULL) {
                 err->kind = SSDE_MAPERR_INDEX_RANGE;
                 err->pos = bad;
-                err->value = index_at(index, bad);
+                err->value = is64 ? ((const int64_t *)copy)[bad]
+                                  : (int64_t)((const int32_t *)copy)[bad];
                 err->limit = P;
             }
+            free(copy);
             return SSDE_ERR_INDEX;
         }
-        tab = index->data;
+        tab = copy;
+        owned = copy;
     }
     else if (scatter && contiguous_plane && row_major_contiguous(index) && P <= INT32_MAX) {
         /* the common scatter: an int32 inverse table, the bitmap catches repeats */
-        int32_t *inv = malloc((size_t)P * sizeof(int32_t));
-        uint64_t *seen = calloc((size_t)(P + 63) / 64, sizeof(uint64_t));
+        int32_t *inv = ssde_malloc_array((size_t)P, sizeof(int32_t));
+        uint64_t *seen = ssde_calloc_array((size_t)P / 64 + 1, sizeof(uint64_t));
         if (inv == NULL || seen == NULL) {
             free(inv);
             free(seen);
@@ -569,8 +586,8 @@ ssde_permute_pixels(ssde_tensor *out, const ssde_tensor *in, const ssde_tensor *
         }
     }
     if (tab == NULL) {
-        int64_t *tab64 = malloc((size_t)P * sizeof(int64_t));
-        uint64_t *seen = scatter ? calloc((size_t)(P + 63) / 64, sizeof(uint64_t)) : NULL;
+        int64_t *tab64 = ssde_malloc_array((size_t)P, sizeof(int64_t));
+        uint64_t *seen = scatter ? ssde_calloc_array((size_t)P / 64 + 1, sizeof(uint64_t)) : NULL;
         if (tab64 == NULL || (scatter && seen == NULL)) {
             free(tab64);
             free(seen);
@@ -745,10 +762,19 @@ csr_struct_free(csr_struct *S)
     S->owned_ptr = S->owned_idx = NULL;
 }
 
-static int
-dense_i64(const ssde_tensor *t)
+static void
+copy_i64(int64_t *dst, const ssde_tensor *t, int64_t n)
 {
-    return t->dtype == SSDE_I64 && (t->stride[0] == 1 || t->shape[0] <= 1);
+    if (n <= 0) {
+        return;
+    }
+    if (t->dtype == SSDE_I64 && (t->stride[0] == 1 || n <= 1)) {
+        memcpy(dst, t->data, (size_t)n * sizeof(int64_t));
+        return;
+    }
+    for (int64_t k = 0; k < n; k++) {
+        dst[k] = int_at(t, k);
+    }
 }
 
 /* Validates the structure (before any write) and fills S. */
@@ -757,34 +783,18 @@ csr_load(const ssde_tensor *indptr, const ssde_tensor *indices, int64_t n_cols, 
          ssde_map_error *err)
 {
     int64_t n_rows = indptr->shape[0] - 1, nnz = indices->shape[0];
-    S->owned_ptr = S->owned_idx = NULL;
-    if (dense_i64(indptr)) {
-        S->ptr = (const int64_t *)indptr->data;
+    /* Private int64 copies, validated after the copy: the kernels never read the caller's
+     * index memory, which another thread may be writing while the call runs. */
+    S->owned_ptr = ssde_malloc_array((size_t)n_rows + 1, sizeof(int64_t));
+    S->owned_idx = ssde_malloc_array((size_t)nnz, sizeof(int64_t));
+    if (S->owned_ptr == NULL || S->owned_idx == NULL) {
+        csr_struct_free(S);
+        return SSDE_ERR_NOMEM;
     }
-    else {
-        S->owned_ptr = malloc((size_t)(n_rows + 1) * sizeof(int64_t));
-        if (S->owned_ptr == NULL) {
-            return SSDE_ERR_NOMEM;
-        }
-        for (int64_t r = 0; r <= n_rows; r++) {
-            S->owned_ptr[r] = int_at(indptr, r);
-        }
-        S->ptr = S->owned_ptr;
-    }
-    if (dense_i64(indices)) {
-        S->idx = (const int64_t *)indices->data;
-    }
-    else {
-        S->owned_idx = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof(int64_t));
-        if (S->owned_idx == NULL) {
-            csr_struct_free(S);
-            return SSDE_ERR_NOMEM;
-        }
-        for (int64_t k = 0; k < nnz; k++) {
-            S->owned_idx[k] = int_at(indices, k);
-        }
-        S->idx = S->owned_idx;
-    }
+    copy_i64(S->owned_ptr, indptr, n_rows + 1);
+    copy_i64(S->owned_idx, indices, nnz);
+    S->ptr = S->owned_ptr;
+    S->idx = S->owned_idx;
     const int64_t *ptr = S->ptr, *idx = S->idx;
     int status = SSDE_OK;
     if (ptr[0] != 0) {
@@ -899,7 +909,7 @@ SSDE_FOR_EACH_FLOAT(DEF_CSR_ALL_SCATTER)
         lead_init(&L, out, x != NULL ? x : out, nl);                                             \
         int64_t B = L.count;                                                                     \
         int64_t n_in = adjoint ? n_rows : n_cols, n_out = adjoint ? n_cols : n_rows;             \
-        int nthreads = ssde_effective_threads(B * (nnz + n_out + n_in));                         \
+        int nthreads = ssde_effective_threads(ssde_sat_mul(B, nnz + n_out + n_in));              \
         int BB = B >= 5 ? 8 : B >= 3 ? 4 : B == 2 ? 2 : 1;                                       \
         if (adjoint) { /* enough blocks to feed the team */                                      \
             while (BB > 1 && (B + BB - 1) / BB < nthreads) {                                     \
@@ -909,12 +919,16 @@ SSDE_FOR_EACH_FLOAT(DEF_CSR_ALL_SCATTER)
         int64_t nbb = (B + BB - 1) / BB;                                                         \
         int direct = sizeof(T) == sizeof(ACC) && (vs == 1 || nnz <= 1);                          \
         ACC *val = NULL, *scratch = NULL;                                                        \
-        size_t nscratch = adjoint ? (size_t)nthreads * ((size_t)n_cols * (size_t)BB + 1)         \
-                                  : (size_t)n_in * (size_t)BB + 1;                               \
-        if (!direct) {                                                                           \
-            val = malloc((size_t)(nnz > 0 ? nnz : 1) * sizeof(ACC));                             \
+        size_t nscratch = 0, per_thread = 0; /* stays 0 (no allocation) on overflow */           \
+        if (ssde_mul_size((size_t)(adjoint ? n_cols : n_in), (size_t)BB, &per_thread) == 0 &&    \
+            ssde_add_size(per_thread, 1, &per_thread) == 0 &&                                    \
+            ssde_mul_size(adjoint ? (size_t)nthreads : 1, per_thread, &nscratch) < 0) {          \
+            nscratch = 0;                                                                        \
         }                                                                                        \
-        scratch = malloc(nscratch * sizeof(ACC));                                                \
+        if (!direct) {                                                                           \
+            val = ssde_malloc_array((size_t)nnz, sizeof(ACC));                                   \
+        }                                                                                        \
+        scratch = nscratch > 0 ? ssde_malloc_array(nscratch, sizeof(ACC)) : NULL;                \
         if ((!direct && val == NULL) || scratch == NULL) {                                       \
             free(val);                                                                           \
             free(scratch);                                                                       \
@@ -1052,6 +1066,11 @@ ssde_csr_apply(ssde_tensor *out, const ssde_tensor *x, const ssde_tensor *indptr
                const ssde_tensor *indices, const ssde_tensor *values, int64_t n_cols, int adjoint,
                ssde_map_error *err)
 {
+    SSDE_CHECK_TENSOR(out);
+    SSDE_CHECK_TENSOR(x);
+    SSDE_CHECK_TENSOR(indptr);
+    SSDE_CHECK_TENSOR(indices);
+    SSDE_CHECK_TENSOR(values);
     set_err(err, SSDE_MAPERR_NONE, 0, 0, 0, 0);
     int st = csr_check_layout(indptr, indices, values, n_cols);
     if (st != SSDE_OK) {
@@ -1082,6 +1101,10 @@ int
 ssde_csr_coverage(ssde_tensor *out, const ssde_tensor *indptr, const ssde_tensor *indices,
                   const ssde_tensor *values, int64_t n_cols, ssde_map_error *err)
 {
+    SSDE_CHECK_TENSOR(out);
+    SSDE_CHECK_TENSOR(indptr);
+    SSDE_CHECK_TENSOR(indices);
+    SSDE_CHECK_TENSOR(values);
     set_err(err, SSDE_MAPERR_NONE, 0, 0, 0, 0);
     int st = csr_check_layout(indptr, indices, values, n_cols);
     if (st != SSDE_OK) {

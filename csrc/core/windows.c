@@ -259,6 +259,7 @@ ssde_copy_items(char *dst, int64_t ds, const char *src, int64_t ss, int64_t n, s
 int
 ssde_offsets_to_i64(const ssde_tensor *offsets, int64_t *dst)
 {
+    SSDE_CHECK_TENSOR(offsets);
     if (offsets->dtype != SSDE_I64 && offsets->dtype != SSDE_I32) {
         return SSDE_ERR_DTYPE;
     }
@@ -312,14 +313,34 @@ ssde_window_left(const ssde_windows *win, int64_t i, int64_t W)
 
 /* ---- shape checks --------------------------------------------------------- */
 
+int
+ssde_windows_check_size(const ssde_tensor *canvas, const ssde_windows *win)
+{
+    int64_t work = win->n;
+    for (int d = 0; d < canvas->ndim - 2; d++) {
+        if (ssde_mul_nonneg_i64(work, canvas->shape[d], &work) < 0) {
+            return SSDE_ERR_VALUE;
+        }
+    }
+    if (ssde_mul_nonneg_i64(work, win->h, &work) < 0 ||
+        ssde_mul_nonneg_i64(work, win->w, &work) < 0 || work > SSDE_MAX_EXTENT_BYTES / 2) {
+        return SSDE_ERR_VALUE;
+    }
+    return SSDE_OK;
+}
+
 /* canvas [*L, H, W], views [N, *L, h, w] (views may be NULL) */
 static int
 check_shapes(const ssde_tensor *canvas, const ssde_tensor *views, const ssde_windows *win)
 {
+    SSDE_CHECK_TENSOR(canvas);
+    if (views != NULL) {
+        SSDE_CHECK_TENSOR(views);
+    }
     if (canvas->ndim < 2 || canvas->ndim > SSDE_MAX_DIMS - 1) {
         return SSDE_ERR_SHAPE;
     }
-    if (win->n < 0 || win->h < 0 || win->w < 0) {
+    if (win->n < 0 || win->h < 0 || win->w < 0 || ssde_windows_check_size(canvas, win) != SSDE_OK) {
         return SSDE_ERR_VALUE;
     }
     int nd = canvas->ndim;
@@ -452,6 +473,9 @@ int
 ssde_paste_windows_add(ssde_tensor *canvas, const ssde_tensor *views, const ssde_tensor *weights,
                        const ssde_windows *win)
 {
+    if (weights != NULL) {
+        SSDE_CHECK_TENSOR(weights);
+    }
     int st = check_shapes(canvas, views, win);
     if (st != SSDE_OK) {
         return st;
@@ -485,7 +509,10 @@ ssde_paste_windows_add(ssde_tensor *canvas, const ssde_tensor *views, const ssde
     int nthreads = ssde_effective_threads(N * Lt * h * w);
     char *scratch = NULL;
     if (!direct) {
-        scratch = malloc((size_t)nthreads * (size_t)W * ops->acc_item);
+        size_t row_bytes;
+        if (ssde_mul_size((size_t)W, ops->acc_item, &row_bytes) == 0) {
+            scratch = ssde_malloc_array((size_t)nthreads, row_bytes);
+        }
         if (scratch == NULL) {
             return SSDE_ERR_NOMEM;
         }
@@ -595,6 +622,9 @@ ssde_paste_windows_on_top(ssde_tensor *canvas, const ssde_tensor *views, const s
 int
 ssde_window_coverage(ssde_tensor *out, const ssde_tensor *weights, const ssde_windows *win)
 {
+    if (weights != NULL) {
+        SSDE_CHECK_TENSOR(weights);
+    }
     if (out->ndim != 2) {
         return SSDE_ERR_SHAPE;
     }
@@ -623,7 +653,11 @@ ssde_window_coverage(ssde_tensor *out, const ssde_tensor *weights, const ssde_wi
     const int64_t wH = weights ? weights->stride[1] * item : 0;
     const int64_t wW = weights ? weights->stride[2] * item : 0;
     int nthreads = ssde_effective_threads(N * h * w + H * W);
-    char *scratch = malloc((size_t)nthreads * (size_t)W * ops->acc_item);
+    char *scratch = NULL;
+    size_t row_bytes;
+    if (ssde_mul_size((size_t)W, ops->acc_item, &row_bytes) == 0) {
+        scratch = ssde_malloc_array((size_t)nthreads, row_bytes);
+    }
     if (scratch == NULL) {
         return SSDE_ERR_NOMEM;
     }

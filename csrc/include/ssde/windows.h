@@ -45,6 +45,11 @@ int ssde_offsets_to_i64(const ssde_tensor *offsets, int64_t *dst);
  * n > 0; callers check sizes first for a precise message. */
 int64_t ssde_windows_first_invalid(const ssde_windows *win, int64_t H, int64_t W);
 
+/* SSDE_OK when n * prod(L) * h * w (the elements the windows touch, with the
+ * leading dims *L of `canvas` [*L, H, W]) fits in 2^61, so that every work
+ * count of the kernels fits in int64; SSDE_ERR_VALUE otherwise. */
+int ssde_windows_check_size(const ssde_tensor *canvas, const ssde_windows *win);
+
 /* (left mod W) in [0, W) for circular windows, left otherwise. */
 int64_t ssde_window_left(const ssde_windows *win, int64_t i, int64_t W);
 
