@@ -14,6 +14,9 @@ expect_compact(const ssde_arg *a, int dtype)
                      ssde_dtype_name(a->t.dtype), ssde_dtype_name(dtype));
         return -1;
     }
+    if (ssde_numel(&a->t) == 0) {
+        return 0; /* nothing is read or written */
+    }
     int64_t running = 1;
     for (int d = a->t.ndim - 1; d >= 0; d--) {
         if (a->t.shape[d] != 1 && a->t.stride[d] != running) {

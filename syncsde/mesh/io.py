@@ -209,6 +209,8 @@ def load_mesh(path: str | os.PathLike, atlas: str = "auto", normalize: bool = Tr
                 geoms.append(g)
     elif isinstance(loaded, trimesh.Trimesh):
         geoms = [loaded]
+    elif type(loaded).__name__ == "PointCloud":
+        raise MeshError(f"{src}: the mesh has no faces (only points)")
     else:
         raise MeshError(f"{src}: holds a {type(loaded).__name__}, not a triangle mesh")
     geoms = [g for g in geoms if len(g.faces) > 0]
