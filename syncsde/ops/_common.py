@@ -10,7 +10,9 @@ The C core reads host memory through DLPack. Wrappers here:
 from __future__ import annotations
 
 import math
+import operator
 import os
+import re
 import sys
 from typing import Any, Callable, Sequence
 
@@ -24,12 +26,13 @@ Tensor = Any  # torch.Tensor or numpy.ndarray (anything with __dlpack__)
 def _default_threads() -> int:
     env = os.environ.get("SYNCSDE_NUM_THREADS")
     if env:
+        cap = _C.max_num_threads()
         try:
             n = int(env)
         except ValueError as e:
-            raise ValueError(f"SYNCSDE_NUM_THREADS must be an integer >= 1, got {env!r}") from e
-        if n < 1:
-            raise ValueError(f"SYNCSDE_NUM_THREADS must be an integer >= 1, got {env!r}")
+            raise ValueError(f"SYNCSDE_NUM_THREADS must be an integer in [1, {cap}], got {env!r}") from e
+        if not 1 <= n <= cap:
+            raise ValueError(f"SYNCSDE_NUM_THREADS must be an integer in [1, {cap}], got {env!r}")
         return n
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -44,7 +47,10 @@ def set_num_threads(n: int | None = None) -> None:
     (when torch is imported), else the CPU count. The sampler calls this with ``None`` at the
     start of each run so that a change of ``torch.set_num_threads`` is followed.
     """
-    _C.set_num_threads(_default_threads() if n is None else int(n))
+    if n is None:
+        _C.set_num_threads(min(_default_threads(), _C.max_num_threads()))
+        return
+    _C.set_num_threads(as_int(n, "num_threads"))
 
 
 def get_num_threads() -> int:
@@ -53,6 +59,34 @@ def get_num_threads() -> int:
 
 
 set_num_threads()
+
+
+def as_int(v: Any, name: str) -> int:
+    """An integer argument: ints and numpy integers pass; bools, floats (even 2.0) and
+    strings are refused rather than truncated."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"argument '{name}' must be an int, got a bool ({v!r})")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"argument '{name}' must be an int, got {type(v).__name__} ({v!r})") from None
+
+
+def check_device(x: Any, name: str) -> None:
+    """Refuses tensors whose memory cannot be read: the meta device (shapes only) and any
+    device torch cannot copy to the host."""
+    if is_torch(x) and x.device.type == "meta":
+        raise ValueError(f"argument '{name}' is on the meta device (a tensor without data); "
+                         "syncsde kernels need real memory: create it on 'cpu' or 'cuda'")
+
+
+def _to_host(x: Any, name: str) -> Any:
+    check_device(x, name)
+    try:
+        return x.cpu()
+    except (RuntimeError, NotImplementedError) as e:
+        raise ValueError(f"argument '{name}' is on device {x.device}, which cannot be copied to "
+                         f"the host: {e}") from e
 
 
 def is_torch(x: Any) -> bool:
@@ -72,16 +106,28 @@ def as_input(x: Any, name: str) -> Any:
         if x.requires_grad:
             x = x.detach()
         if x.device.type != "cpu":
-            x = x.cpu()
+            x = _to_host(x, name)
         if x.is_conj():
             x = x.resolve_conj()
+        if x.is_neg():  # a lazy negation (z.conj().imag): DLPack would export it un-negated
+            x = x.resolve_neg()
         return x
-    if isinstance(x, np.ndarray) or hasattr(x, "__dlpack__"):
+    if isinstance(x, np.ndarray):
+        # the kernels load whole items: an unaligned array (np.frombuffer at an odd offset)
+        # is copied to aligned memory
+        return x if x.flags.aligned else x.copy()
+    if hasattr(x, "__dlpack__"):
         return x
     raise TypeError(f"argument '{name}' must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
 def check_output(out: Any, name: str = "out") -> None:
+    check_device(out, name)
+    if is_torch(out) and out.is_neg():
+        raise ValueError(
+            f"argument '{name}' has the negative bit set (a lazy negation view such as "
+            "z.conj().imag); writes through it would land un-negated: pass a materialized "
+            "tensor")
     if is_torch(out) and out.requires_grad:
         raise ValueError(
             f"argument '{name}' requires grad; syncsde writes outputs in place behind autograd's "
@@ -110,20 +156,44 @@ def device_of(x: Any) -> str:
     return x.device.type if is_torch(x) else "cpu"
 
 
+def rename_args(kernel: Callable[..., Any], args: Sequence[Any],
+                names: dict[str, str] | None) -> Any:
+    """``kernel(*args)``; errors that name the binding's arguments (``'y'``) are re-raised
+    naming the caller's (``'eps'``) through ``names`` = {binding name: user name}."""
+    if not names:
+        return kernel(*args)
+    try:
+        return kernel(*args)
+    except (TypeError, ValueError, IndexError) as e:
+        pattern = re.compile("'(" + "|".join(re.escape(k) for k in names) + ")'")
+        msg = pattern.sub(lambda m: f"'{names[m.group(1)]}'", str(e))
+        if msg == str(e):
+            raise
+        raise type(e)(msg).with_traceback(e.__traceback__) from None
+
+
 def call_with_output(kernel: Callable[..., Any], out: Any, inputs: Sequence[Any],
-                     input_names: Sequence[str], *scalars: Any) -> Any:
+                     input_names: Sequence[str], *scalars: Any,
+                     binding_names: Sequence[str] | None = None) -> Any:
     """Runs ``kernel(out, *inputs, *scalars)`` on host memory and returns ``out``.
 
     A non-CPU ``out`` is computed in a host buffer and copied back; ``None`` inputs pass through.
+    ``binding_names`` are the kernel's own names of the inputs, when they differ from
+    ``input_names`` (error messages are rewritten to the latter).
     """
+    for x, n in zip(inputs, input_names):
+        check_device(x, n)
     check_output(out)
     host_inputs = [None if x is None else as_input(x, n) for x, n in zip(inputs, input_names)]
+    names = None
+    if binding_names is not None:
+        names = {b: u for b, u in zip(binding_names, input_names) if b != u}
     if device_of(out) == "cpu":
-        kernel(out, *host_inputs, *scalars)
+        rename_args(kernel, (out, *host_inputs, *scalars), names)
         return out
     torch = _torch()
     host_out = out.detach().to("cpu", memory_format=torch.contiguous_format)
-    kernel(host_out, *host_inputs, *scalars)
+    rename_args(kernel, (host_out, *host_inputs, *scalars), names)
     with torch.no_grad():
         out.copy_(host_out)
     return out

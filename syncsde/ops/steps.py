@@ -42,15 +42,22 @@ def _out(out: Any, like: Any) -> Any:
 
 def lincomb(x: Tensor, y: Tensor, a: float, b: float, out: Tensor | None = None) -> Tensor:
     """``out = a x + b y`` in one pass."""
+    return _lincomb(x, y, a, b, out, ("x", "y"))
+
+
+def _lincomb(x: Tensor, y: Tensor, a: float, b: float, out: Tensor | None,
+             names: tuple[str, str]) -> Tensor:
+    """lincomb with the caller's argument names in error messages."""
     out = _out(out, x)
-    return call_with_output(_C.lincomb2, out, (x, y), ("x", "y"), float(a), float(b))
+    return call_with_output(_C.lincomb2, out, (x, y), names, float(a), float(b),
+                            binding_names=("x", "y"))
 
 
 def tweedie(x_t: Tensor, eps: Tensor, abar_t: float, out: Tensor | None = None) -> Tensor:
     """Tweedie's denoised estimate ``x0 = (x_t - sqrt(1-abar_t) eps) / sqrt(abar_t)``."""
     a = check_abar(abar_t, "abar_t")
     s = math.sqrt(a)
-    return lincomb(x_t, eps, 1.0 / s, -math.sqrt(1.0 - a) / s, out)
+    return _lincomb(x_t, eps, 1.0 / s, -math.sqrt(1.0 - a) / s, out, ("x_t", "eps"))
 
 
 def eps_from_x0(x_t: Tensor, x0: Tensor, abar_t: float, out: Tensor | None = None) -> Tensor:
@@ -59,13 +66,13 @@ def eps_from_x0(x_t: Tensor, x0: Tensor, abar_t: float, out: Tensor | None = Non
     if a >= 1.0:
         raise ValueError("eps_from_x0 needs abar_t < 1 (no noise is left at abar_t = 1)")
     r = math.sqrt(1.0 - a)
-    return lincomb(x_t, x0, 1.0 / r, -math.sqrt(a) / r, out)
+    return _lincomb(x_t, x0, 1.0 / r, -math.sqrt(a) / r, out, ("x_t", "x0"))
 
 
 def eps_from_v(x_t: Tensor, v: Tensor, abar_t: float, out: Tensor | None = None) -> Tensor:
     """Noise implied by a v prediction: ``eps = sqrt(abar_t) v + sqrt(1-abar_t) x_t``."""
     a = check_abar(abar_t, "abar_t")
-    return lincomb(x_t, v, math.sqrt(1.0 - a), math.sqrt(a), out)
+    return _lincomb(x_t, v, math.sqrt(1.0 - a), math.sqrt(a), out, ("x_t", "v"))
 
 
 def cfg_combine(eps_uncond: Tensor, eps_cond: Tensor, scale: float,
@@ -74,7 +81,7 @@ def cfg_combine(eps_uncond: Tensor, eps_cond: Tensor, scale: float,
     scale = float(scale)
     if math.isnan(scale):
         raise ValueError("guidance scale is NaN")
-    return lincomb(eps_uncond, eps_cond, 1.0 - scale, scale, out)
+    return _lincomb(eps_uncond, eps_cond, 1.0 - scale, scale, out, ("eps_uncond", "eps_cond"))
 
 
 def ddim_step(x_t: Tensor, eps: Tensor, abar_t: float, abar_s: float, eta: float = 0.0,
@@ -88,9 +95,10 @@ def ddim_step(x_t: Tensor, eps: Tensor, abar_t: float, abar_s: float, eta: float
     if c.sigma > 0.0:
         if noise is None:
             raise ValueError("ddim_step: eta > 0 needs a noise tensor (draw it with a seeded generator)")
-        return call_with_output(_C.lincomb3, out, (x_t, eps, noise), ("x", "eps", "noise"),
-                                c.c_x, c.c_eps, c.sigma)
-    return call_with_output(_C.lincomb2, out, (x_t, eps), ("x", "eps"), c.c_x, c.c_eps)
+        return call_with_output(_C.lincomb3, out, (x_t, eps, noise), ("x_t", "eps", "noise"),
+                                c.c_x, c.c_eps, c.sigma, binding_names=("x", "y", "z"))
+    return call_with_output(_C.lincomb2, out, (x_t, eps), ("x_t", "eps"), c.c_x, c.c_eps,
+                            binding_names=("x", "y"))
 
 
 def _as_mask(mask: Any, like: Any) -> Any:
@@ -128,5 +136,6 @@ def syncsde_step(x_t: Tensor, eps: Tensor, ref: Tensor, mask: Any, abar_t: float
         raise ValueError("syncsde_step: eta > 0 needs a noise tensor (draw it with a seeded generator)")
     m = _as_mask(mask, x_t)
     return call_with_output(_C.syncsde_update, out, (x_t, eps, ref, m, noise if c.sigma > 0 else None),
-                            ("x", "eps", "ref", "mask", "noise"),
-                            c.c_x, c.c_eps, c.sigma, c.gamma * float(inv_lambda_t))
+                            ("x_t", "eps", "ref", "mask", "noise"),
+                            c.c_x, c.c_eps, c.sigma, c.gamma * float(inv_lambda_t),
+                            binding_names=("x", "eps", "ref", "mask", "noise"))

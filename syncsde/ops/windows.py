@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from syncsde import _C
-from syncsde.ops._common import Tensor, as_input, call_with_output, empty_like, is_torch
+from syncsde.ops._common import Tensor, as_input, as_int, call_with_output, check_device, empty_like, is_torch
 
 __all__ = ["crop_windows", "paste_windows_add", "paste_windows_on_top", "window_coverage"]
 
@@ -34,6 +34,8 @@ __all__ = ["crop_windows", "paste_windows_add", "paste_windows_on_top", "window_
 def _offsets(offsets: Any) -> Any:
     """Offsets in a form the binding borrows: CPU tensor, ndarray, or a nested list."""
     if is_torch(offsets):
+        if offsets.is_floating_point() or offsets.dtype == sys.modules["torch"].bool:
+            raise TypeError(f"argument 'offsets' must hold integers, got dtype {offsets.dtype}")
         t = as_input(offsets, "offsets")
         # a CPU integer tensor as an ndarray view: numpy's DLPack export is much cheaper
         torch = sys.modules["torch"]
@@ -47,8 +49,10 @@ def _offsets(offsets: Any) -> Any:
             arr = np.asarray(offsets)
         except ValueError as e:  # ragged
             raise ValueError(f"argument 'offsets' must have shape (N, 2); got {offsets!r}") from e
-        if arr.dtype.kind not in "iu":
-            raise TypeError(f"argument 'offsets' must hold integers, got dtype {arr.dtype}")
+        if arr.dtype.kind not in "iu" or any(isinstance(v, (bool, np.bool_))
+                                            for v in np.asarray(offsets, dtype=object).ravel()):
+            raise TypeError(f"argument 'offsets' must hold integers (no floats or bools), got "
+                            f"{offsets!r}")
         return arr.astype(np.int64, copy=False)
     raise TypeError(
         f"argument 'offsets' must be an integer tensor or a sequence of (top, left) pairs, "
@@ -56,13 +60,20 @@ def _offsets(offsets: Any) -> Any:
 
 
 def _size(size: Any, name: str = "size") -> tuple[int, int]:
+    """An int or an (h, w) pair of ints; 2.5, 2.0 and True are refused, not truncated."""
+    if isinstance(size, (bool, np.bool_)):
+        raise TypeError(f"argument '{name}' must be an int or an (h, w) pair of ints, got {size!r}")
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)
     try:
         h, w = size
-        return int(h), int(w)
     except (TypeError, ValueError) as e:
         raise ValueError(f"argument '{name}' must be an int or an (h, w) pair, got {size!r}") from e
+    try:
+        return as_int(h, name), as_int(w, name)
+    except TypeError:
+        raise TypeError(f"argument '{name}' must be an int or an (h, w) pair of ints, got "
+                        f"{size!r}") from None
 
 
 def _num_windows(offsets: Any) -> int:
@@ -89,6 +100,7 @@ def crop_windows(canvas: Tensor, offsets: Any, size: Any, circular: bool = False
     if not (is_torch(canvas) or hasattr(canvas, "__dlpack__")):
         raise TypeError(f"argument 'canvas' must be a torch.Tensor or numpy.ndarray, got "
                         f"{type(canvas).__name__}")
+    check_device(canvas, "canvas")
     if out is None:
         if canvas.ndim < 2:
             raise ValueError(
