@@ -11,6 +11,7 @@ from syncsde.tasks.ambiguous import AMBIGUOUS_VIEWS, ambiguous_problem
 from syncsde.tasks.masked import edit_problem, masked_problem
 from syncsde.tasks.sequence import sequence_problem
 from syncsde.tasks.wide import wide_problem
+from syncsde.tasks.texture import texture_problem  # noqa: E402 (needs syncsde.mesh)
 
 __all__ = ["wide_problem", "ambiguous_problem", "AMBIGUOUS_VIEWS", "masked_problem",
-           "edit_problem", "sequence_problem"]
+           "edit_problem", "sequence_problem", "texture_problem"]
