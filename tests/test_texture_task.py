@@ -38,10 +38,20 @@ SMALL = dict(view_size=32, latent_texture_size=32, rgb_texture_size=64, num_infe
              turntable_frames=4, turntable_size=32, progress=False)
 
 
-def test_texture_mesh_writes_valid_files(cn, mesh_path, tmp_path):
+@pytest.fixture(scope="module")
+def runs(cn, mesh_path, tmp_path_factory):
+    """One run per strategy (the syncsde one writes files)."""
+    out = {"syncsde": texture_mesh(cn, mesh_path, "a ball", out=tmp_path_factory.mktemp("o"),
+                                   **SMALL)}
+    for s in ("synctweedies", "syncmvd", "independent"):
+        out[s] = texture_mesh(cn, mesh_path, "a ball", strategy=s, **SMALL)
+    return out
+
+
+def test_texture_mesh_writes_valid_files(runs, mesh_path):
     from PIL import Image
 
-    r = texture_mesh(cn, mesh_path, "a ball", out=tmp_path / "out", **SMALL)
+    r = runs["syncsde"]
     files = r.extras["files"]
     for k in ("obj", "mtl", "png", "glb", "turntable_png", "turntable_gif", "settings"):
         assert os.path.getsize(files[k]) > 0, k
@@ -65,8 +75,8 @@ def test_texture_mesh_writes_valid_files(cn, mesh_path, tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["synctweedies", "syncmvd", "independent"])
-def test_texture_strategies_run(cn, mesh_path, strategy):
-    r = texture_mesh(cn, mesh_path, "a ball", strategy=strategy, **SMALL)
+def test_texture_strategies_run(runs, strategy):
+    r = runs[strategy]
     assert r.settings["strategy"] == strategy
     assert torch.isfinite(r.extras["texture"]).all()
     if strategy in ("synctweedies", "syncmvd"):
@@ -75,9 +85,8 @@ def test_texture_strategies_run(cn, mesh_path, strategy):
         assert r.latents.shape == (10, 4, 16, 16)
 
 
-def test_syncsde_couples_views(cn, mesh_path):
-    a = texture_mesh(cn, mesh_path, "a ball", strategy="syncsde", **SMALL)
-    b = texture_mesh(cn, mesh_path, "a ball", strategy="independent", **SMALL)
+def test_syncsde_couples_views(runs):
+    a, b = runs["syncsde"], runs["independent"]
     # view 0 is free in both (same seed, same noise): identical; later views are pulled
     torch.testing.assert_close(a.latents[0], b.latents[0])
     assert (a.latents[1:] - b.latents[1:]).abs().max() > 1e-3
