@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the C core with AddressSanitizer + UBSan in a scratch copy of the tree and runs the
 # test suite against that build. Usage: bash tools/asan_tests.sh [pytest args]
+#   or: bash tools/asan_tests.sh --cmd COMMAND [ARGS...]   (any command, e.g. the fuzz target:
+#       bash tools/asan_tests.sh --cmd python tools/fuzz_binding.py -max_total_time=1800)
 # (Python itself is not instrumented, so libasan is preloaded; leak detection is off because
 # the interpreter keeps allocations alive until exit.)
 set -euo pipefail
@@ -17,4 +19,9 @@ export LD_PRELOAD="$libasan:$libubsan"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export SYNCSDE_ASAN_RUN=1
-PYTHONPATH="$work" python -m pytest -q -p no:cacheprovider "${@:-tests}"
+if [ "${1:-}" = "--cmd" ]; then
+    shift
+    PYTHONPATH="$work" "$@"
+else
+    PYTHONPATH="$work" python -m pytest -q -p no:cacheprovider "${@:-tests}"
+fi
