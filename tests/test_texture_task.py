@@ -98,3 +98,39 @@ def test_strategy_labels_and_errors(mesh_path):
     with pytest.raises(ValueError, match="unknown texture strategy"):
         texture_strategy("nope")
     assert len(default_cameras()) == 10
+
+
+def _parser():
+    import argparse
+
+    from syncsde.mesh.cli import add_texture_command
+
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_texture_command(sub)
+    return ap
+
+
+def test_cli_texture_end_to_end(cn, mesh_path, tmp_path, capsys):
+    folder = tmp_path / "pipe"
+    cn.save_pretrained(folder)
+    args = _parser().parse_args(
+        ["texture", str(mesh_path), "a ball", "--model", str(folder), "--out",
+         str(tmp_path / "o"), "--steps", "2", "--view-size", "32", "--latent-texture", "16",
+         "--texture", "32", "--device", "cpu", "--no-progress", "--local-files-only"])
+    files = args.func(args)
+    assert len(files) == 7 and all(os.path.getsize(f) > 0 for f in files)
+    assert str(tmp_path / "o" / "textured.obj") in capsys.readouterr().out
+
+
+def test_cli_bad_mesh_fails_before_loading_a_model(tmp_path):
+    from syncsde.mesh import MeshError
+
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 0 0 0\nv nan 0 0\nv 0 1 0\nf 1 2 3\n")
+    args = _parser().parse_args(["texture", str(bad), "x", "--model", str(tmp_path / "none"),
+                                 "--out", str(tmp_path / "o"), "--device", "cpu"])
+    with pytest.raises(MeshError, match="bad.obj.*NaN"):
+        args.func(args)
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["texture", str(bad), "x", "--strategy", "nope"])
