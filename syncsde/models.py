@@ -29,7 +29,7 @@ __all__ = ["KNOWN_MODELS", "ModelInfo", "ModelNotAvailableError", "load_pipeline
            "load_controlnet_pipeline", "load_denoiser", "denoiser_from_pipeline", "infer_kind",
            "KINDS", "DEFAULT_SD15", "DEFAULT_DEPTH_CONTROLNET"]
 
-KINDS = ("sd", "sd-controlnet", "controlnet", "if-stage1", "if-stage2")
+KINDS = ("sd", "sd-controlnet", "controlnet", "if-stage1", "if-stage2", "scenes")
 DEFAULT_SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_DEPTH_CONTROLNET = "lllyasviel/control_v11f1p_sd15_depth"
 
@@ -69,6 +69,9 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
                                         fp16_variant=True),
     "DeepFloyd/IF-II-L-v1.0": ModelInfo("if-stage2", "DeepFloyd IF stage II, L", gated=True,
                                         fp16_variant=True),
+    "scenes": ModelInfo(
+        "scenes", "the built-in scenes model (32 px pixel diffusion with cross-attention, trained "
+                  "on syncsde.scenes; ships inside the package, no download)"),
 }
 
 _PIPELINE_CLASS_KIND = {
@@ -77,6 +80,7 @@ _PIPELINE_CLASS_KIND = {
     "IFPipeline": "if-stage1",
     "IFSuperResolutionPipeline": "if-stage2",
     "ControlNetModel": "controlnet",
+    "ScenesPipeline": "scenes",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -259,6 +263,15 @@ def load_pipeline(model_id_or_path: str, kind: str | None = None, torch_dtype: t
             kind = "sd-controlnet"
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "scenes":  # the built-in model: package weights (or a trained folder)
+        from syncsde.scenes.model import PIPELINE_DIR, load_scenes_pipeline
+
+        folder = PIPELINE_DIR if name == "scenes" else Path(os.path.expanduser(name))
+        try:
+            pipe = load_scenes_pipeline(folder, torch_dtype=torch_dtype)
+        except FileNotFoundError as e:
+            raise ModelNotAvailableError(name, str(e)) from e
+        return _finish(pipe, device, cpu_offload)
     if kind == "controlnet":
         return load_controlnet_pipeline(name, base_model or DEFAULT_SD15, torch_dtype=torch_dtype,
                                         device=device, variant=variant,
@@ -350,6 +363,16 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
     tok = getattr(pipe, "tokenizer", None)
     enc = getattr(pipe, "text_encoder", None)
     dev = _execution_device(pipe)
+    if cls == "ScenesPipeline":  # pixel space, prompts checked against the scene vocabulary
+        from syncsde.scenes.model import ScenesPromptEncoder
+
+        den = dm.PixelDenoiser(pipe.unet, prompts or ScenesPromptEncoder(tok, enc), pipe.scheduler,
+                               device=dev, **kw)
+        try:
+            pipe._syncsde_denoiser = den
+        except Exception:  # pragma: no cover
+            pass
+        return den
     if prompts is None and tok is not None and enc is not None:
         prompts = dm.PromptEncoder(tok, enc, style="t5" if cls.startswith("IF") else "clip")
     if cls.startswith("IFSuperResolution"):

@@ -38,7 +38,8 @@ from syncsde.strategies import Strategy
 
 __all__ = [
     "ImagePrompt", "PromptEncoder", "UNetDenoiser", "StableDiffusionDenoiser",
-    "ControlNetDenoiser", "IFDenoiser", "IFSuperResolutionDenoiser", "schedule_from_scheduler",
+    "ControlNetDenoiser", "IFDenoiser", "IFSuperResolutionDenoiser", "PixelDenoiser",
+    "PixelSpace", "schedule_from_scheduler",
     "DynamicThresholding", "threshold_eps", "dynamic_threshold", "encode_images",
     "decode_latents", "to_pil", "load_image", "pil_to_tensor",
 ]
@@ -401,6 +402,42 @@ class IFDenoiser(UNetDenoiser):
             raise TypeError("ImagePrompt conditions need an IFSuperResolutionDenoiser")
         out = self._unet(x, t, self.embed(prompts))
         return out[:, : x.shape[1]]
+
+
+class PixelSpace:
+    """The identity "autoencoder" of a pixel-space model: latents are the pixels in [-1, 1]
+    (``scaling_factor`` 1, spatial factor 1)."""
+
+    class config:  # noqa: N801 - mirrors ``vae.config``
+        scaling_factor = 1.0
+        block_out_channels = (0,)
+
+
+class PixelDenoiser(StableDiffusionDenoiser, IFDenoiser):
+    """A text-conditioned pixel-space UNet (the built-in scenes model): pixels ``[B, 3, H, W]``
+    in [-1, 1], eps from cross-attention on prompt embeddings.
+
+    It is both a :class:`StableDiffusionDenoiser` whose "VAE" is the identity
+    (:class:`PixelSpace`; ``encode`` maps [0, 1] images to [-1, 1], ``decode`` back), so the
+    wide / mask / edit tasks run on it, and an :class:`IFDenoiser` (a 3-channel output, nothing
+    dropped), so the ambiguous task runs on it."""
+
+    def __init__(self, unet, prompts: PromptEncoder | None, scheduler=None, **kw):
+        super().__init__(unet, prompts, scheduler, vae=PixelSpace(), **kw)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 1
+
+    def encode(self, images, generator: torch.Generator | None = None, sample: bool = True):
+        """Images (``[B, 3, H, W]`` in [0, 1], PIL, arrays, paths) -> pixels in [-1, 1]
+        (``generator`` / ``sample`` are unused: the map is deterministic)."""
+        return (_as_image_batch(images) * 2.0 - 1.0).to(self.device)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Pixels in [-1, 1] -> images ``[B, 3, H, W]`` in [0, 1] (float32, CPU)."""
+        z = latents[None] if latents.dim() == 3 else latents
+        return (z.float().cpu() / 2 + 0.5).clamp(0, 1)
 
 
 class IFSuperResolutionDenoiser(UNetDenoiser):
