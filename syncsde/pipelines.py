@@ -356,6 +356,7 @@ class AttentionRecorder:
         self.self_sum: torch.Tensor | None = None
         self.steps = 0
         self.self_steps = 0
+        self.self_hw = (self.H, self.W)  # resolution of the self-attention layer
         self._step_maps: dict[str, torch.Tensor] = {}  # this step's per-layer maps (small)
         self._step_counts: dict[str, int] = {}
 
@@ -382,9 +383,8 @@ class AttentionRecorder:
     def _record(self, name: str, kind: str, probs: torch.Tensor) -> None:
         if kind == "self":
             n = probs.shape[-1]
-            if n != self.H * self.W:
-                raise ValueError(f"self-attention layer {name} has {n} tokens; expected the full "
-                                 f"latent {self.H}x{self.W}")
+            if n != self.H * self.W:  # a coarser layer (small pixel models): propagate at its size
+                self.self_hw = _layer_hw(n, self.H, self.W)
             s = probs.mean(0, dtype=torch.float32)  # stays on the model's device
             self.self_sum = s if self.self_sum is None else self.self_sum.add_(s)
             self.self_steps += 1
@@ -435,8 +435,15 @@ class AttentionRecorder:
 
     def propagated(self) -> torch.Tensor:
         S = self.self_map()
-        m = self.cross_map().reshape(-1).to(S.device)
-        return (S @ m).reshape(self.H, self.W).cpu()
+        h, w = self.self_hw
+        m = self.cross_map()
+        if (h, w) != (self.H, self.W):
+            m = F.interpolate(m[None, None], (h, w), mode="area")[0, 0]
+        out = (S @ m.reshape(-1).to(S.device)).reshape(h, w).cpu()
+        if (h, w) != (self.H, self.W):
+            out = F.interpolate(out[None, None], (self.H, self.W), mode="bicubic",
+                                align_corners=False)[0, 0]
+        return out
 
     def mask(self, tau: float = 0.3) -> torch.Tensor:
         """The binary object mask ``[H, W]`` (1 = edit here)."""
