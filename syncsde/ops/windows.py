@@ -61,7 +61,7 @@ def _offsets(offsets: Any) -> Any:
 
 def _size(size: Any, name: str = "size") -> tuple[int, int]:
     """An int or an (h, w) pair of ints; 2.5, 2.0 and True are refused, not truncated."""
-    if isinstance(size, (bool, np.bool_)):
+    if isinstance(size, (bool, np.bool_, float, np.floating, str)):
         raise TypeError(f"argument '{name}' must be an int or an (h, w) pair of ints, got {size!r}")
     if isinstance(size, (int, np.integer)):
         return int(size), int(size)
