@@ -105,13 +105,21 @@ def rasterize_view(mesh: Mesh, cam: Camera, height: int, width: int) -> ViewRast
     frag = rasterize(corners, height, width, perspective=cam.perspective,
                      near=1e-6 if cam.perspective else 0.0)
     fg = frag.face_id >= 0
-    f = np.where(fg, frag.face_id, 0)
-    b = frag.bary.astype(np.float64) * fg[..., None]
-    uv = np.einsum("hwk,hwkc->hwc", b, mesh.corner_uvs()[f])
-    pts = np.einsum("hwk,hwkc->hwc", b, mesh.vertices[mesh.faces][f])
-    ray = cam.eye() - pts if cam.perspective else np.broadcast_to(-cam.axes()[2], pts.shape)
+    idx = np.nonzero(fg.reshape(-1))[0]
+    f = frag.face_id.reshape(-1)[idx]
+    b = frag.bary.reshape(-1, 3)[idx].astype(np.float64)
+    uv = np.zeros((height * width, 2))
+    pts = np.zeros((height * width, 3))
+    cos = np.zeros(height * width)
+    tri_uv = mesh.corner_uvs()[f]                 # [n, 3, 2]
+    tri_p = mesh.vertices[mesh.faces[f]]          # [n, 3, 3]
+    uv[idx] = (b[:, :, None] * tri_uv).sum(1)
+    p = (b[:, :, None] * tri_p).sum(1)
+    pts[idx] = p
+    ray = cam.eye() - p if cam.perspective else np.broadcast_to(-cam.axes()[2], p.shape)
     ray = ray / np.maximum(np.linalg.norm(ray, axis=-1, keepdims=True), 1e-300)
-    cos = np.abs(np.einsum("hwc,hwc->hw", ray, mesh.face_normals()[f])) * fg
+    cos[idx] = np.abs((ray * mesh.face_normals()[f]).sum(-1))
+    uv, pts, cos = uv.reshape(height, width, 2), pts.reshape(height, width, 3), cos.reshape(height, width)
     return ViewRaster(frag.face_id, frag.bary, frag.depth, uv, cos, pts)
 
 

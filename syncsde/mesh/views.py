@@ -50,7 +50,13 @@ class CSR:
     def from_coo(cls, rows, cols, vals, n_rows: int, n_cols: int) -> "CSR":
         rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
         vals = np.asarray(vals, np.float64)
-        order = np.lexsort((cols, rows))
+        if len(rows) and n_rows * max(n_cols, 1) < 2 ** 62:
+            key = rows * max(n_cols, 1) + cols
+            order = None if bool((np.diff(key) >= 0).all()) else np.argsort(key, kind="stable")
+        else:
+            order = np.lexsort((cols, rows))
+        if order is None:
+            order = slice(None)
         counts = np.bincount(rows, minlength=n_rows)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return cls(torch.from_numpy(indptr), torch.from_numpy(cols[order].copy()),
@@ -66,6 +72,19 @@ class CSR:
         """``A x`` over the last dim of ``x``."""
         vals = self.values if x.dtype == torch.float64 else self.values.to(x.dtype)
         return ops.csr_apply(x.contiguous(), self.indptr, self.indices, vals, self.n_cols)
+
+    def first_rows(self, n: int) -> "CSR":
+        """The first ``n`` rows."""
+        end = int(self.indptr[n])
+        return CSR(self.indptr[:n + 1].clone(), self.indices[:end], self.values[:end], self.n_cols)
+
+    def first_cols(self, n: int) -> "CSR":
+        """The entries in the first ``n`` columns (``n_cols = n``)."""
+        keep = self.indices < n
+        rows = torch.repeat_interleave(torch.arange(self.n_rows), torch.diff(self.indptr))[keep]
+        counts = torch.bincount(rows, minlength=self.n_rows)
+        indptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
+        return CSR(indptr, self.indices[keep], self.values[keep], n)
 
     def row_sums(self) -> torch.Tensor:
         rows = torch.repeat_interleave(torch.arange(self.n_rows), torch.diff(self.indptr))
@@ -158,6 +177,7 @@ class TextureViews(ViewSet):
         self.texel_island = np.where(tf >= 0, islands[np.maximum(tf, 0)], -1).astype(np.int64)
         self.fill = bool(fill)
         self.render, self.bake, self.bake_weight, self.seen = [], [], [], []
+        self.render_tex, self.bake_tex = [], []
         self._fill_cache: dict = {}
         tf = self.texel_face.reshape(-1)
         for i, r in enumerate(self.rasters):
@@ -169,6 +189,9 @@ class TextureViews(ViewSet):
             visible_faces[r.face[r.face >= 0]] = True
             self.render.append(R)
             self.bake.append(A)
+            # texture-only parts (the SyncSDE references never touch background slots)
+            self.render_tex.append(R.first_cols(T * T))
+            self.bake_tex.append(A.first_rows(T * T))
             self.bake_weight.append(A.row_sums())
             self.seen.append(visible_faces[np.maximum(tf, 0)] & (tf >= 0))
 
@@ -301,8 +324,9 @@ class TextureEarlierViews(Correlation):
     sequential = True
 
     def _reached(self, views: "TextureViews", i: int, dtype) -> torch.Tensor:
-        c = (views.fill_index(range(i)) >= 0).to(dtype)
-        return views.render[i].apply(c[None])[0]
+        T2 = views.T * views.T
+        c = (views.fill_index(range(i))[:T2] >= 0).to(dtype)
+        return views.render_tex[i].apply(c[None])[0]
 
     def masks(self, views, like):
         if not isinstance(views, TextureViews):
@@ -313,18 +337,20 @@ class TextureEarlierViews(Correlation):
         return m
 
     def references(self, y, views):
+        T2 = views.T * views.T
         ref = y.clone()
         num, den = None, None
         for i in range(1, views.num_views):
-            n, d = views.bake_sum(y, [i - 1])
-            num = n if num is None else num + n
+            A = views.bake_tex[i - 1]
+            n = A.apply(views._view_flat(y[i - 1]))
+            d = views.bake_weight[i - 1][:T2].to(y.dtype)
+            num = n if num is None else num.add_(n)
             den = d if den is None else den + d
-            mean = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
-            src = views.fill_index(range(i))
+            src = views.fill_index(range(i))[:T2]
             reached = src >= 0
-            tex = torch.zeros_like(mean)
-            tex[..., reached] = mean[..., src[reached]]
-            r = views.render[i].apply(tex)
+            tex = torch.zeros_like(num)
+            tex[..., reached] = num[..., src[reached]] / den[src[reached]]
+            r = views.render_tex[i].apply(tex)
             cov = self._reached(views, i, y.dtype)
             r = torch.where(cov > 0, r / cov.clamp_min(1e-30), views._view_flat(y[i]))
             ref[i] = r.reshape(y[i].shape)
