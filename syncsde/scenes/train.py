@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from syncsde.atomic import atomic_path, atomic_write_json
 
-__all__ = ["train_diffusion", "train_classifier", "install", "main", "diffusion_batch",
+__all__ = ["train_diffusion", "train_classifier", "install", "export_checkpoint", "main",
+           "diffusion_batch",
            "classifier_batch"]
 
 
@@ -308,6 +309,23 @@ def train_classifier(out: str | Path, steps: int = 1500, batch: int = 64, lr: fl
     return summary
 
 
+def export_checkpoint(run: str | Path, out: str | Path | None = None) -> Path:
+    """Writes the EMA weights of the last checkpoint of a diffusion run as a pipeline folder
+    (``run/pipeline_step<k>``; e.g. to look at a model while it trains)."""
+    from syncsde.scenes.model import ScenesPipeline, build_pipeline
+
+    run = Path(run)
+    meta, tensors = _load_checkpoint(run)
+    if meta is None or meta.get("kind") != "diffusion":
+        raise FileNotFoundError(f"no diffusion checkpoint in {str(run)!r}")
+    pipe = build_pipeline(run / "tokenizer", int(meta["seed"]))
+    model = _DiffusionModel(pipe.unet, pipe.text_encoder)
+    model.load_state_dict(_unprefixed("ema", tensors))
+    out = Path(out) if out is not None else run / f"pipeline_step{meta['step']}"
+    return save_pipeline(ScenesPipeline(model.unet, model.text_encoder, pipe.tokenizer,
+                                        pipe.scheduler), out)
+
+
 def install(diffusion: str | None, classifier: str | None) -> None:
     """Copies trained results into the package (``syncsde/scenes/weights``)."""
     import shutil
@@ -356,6 +374,9 @@ def main(argv=None) -> int:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--checkpoint-every", type=int, default=250)
     c.add_argument("--quiet", action="store_true")
+    e = sub.add_parser("export", help="EMA weights of a diffusion run's last checkpoint -> pipeline")
+    e.add_argument("--run", required=True)
+    e.add_argument("--out", default=None)
     i = sub.add_parser("install", help="copy trained results into syncsde/scenes/weights")
     i.add_argument("--diffusion", default=None)
     i.add_argument("--classifier", default=None)
@@ -367,6 +388,9 @@ def main(argv=None) -> int:
     elif a.what == "classifier":
         s = train_classifier(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
                              progress=not a.quiet, log=log)
+    elif a.what == "export":
+        print(export_checkpoint(a.run, a.out))
+        return 0
     else:
         install(a.diffusion, a.classifier)
         return 0
