@@ -14,7 +14,6 @@ over that across interior columns; 1 is ideal) is reported for the window tasks.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from syncsde.benchmark import STRATEGIES, TASKS, print_table, run_task
 from syncsde.sampler import SamplingSchedule
 from syncsde.schedules import ConstantInvLambda
+from syncsde.atomic import atomic_write_json
 
 # SyncSDE over 1/lambda schedules: "lin k" = k t / T (the authors' form), "const k" = k.
 SWEEP = {f"syncsde lin {k}": ("syncsde", {"inv_lambda": float(k)}) for k in (2, 5, 10, 20, 50)}
@@ -62,7 +62,7 @@ def main(argv=None) -> dict:
     print_table(results)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        atomic_write_json(args.json, results)
     if args.plot:
         from syncsde.benchmark import plot_results
 

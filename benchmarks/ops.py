@@ -28,7 +28,6 @@ within 1.5x of the copy.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -45,6 +44,7 @@ import syncsde  # noqa: E402  (before torch: sets OMP_WAIT_POLICY=PASSIVE)
 import torch  # noqa: E402
 
 from syncsde import ops  # noqa: E402
+from syncsde.atomic import atomic_write_json
 
 warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
 
@@ -594,7 +594,7 @@ def main(argv=None) -> int:
         rows = run_cuda(sizes, ns, min_time)
         if a.json:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.json).write_text(json.dumps({"cuda_staging": rows}, indent=1))
+            atomic_write_json(a.json, {"cuda_staging": rows}, indent=1)
         return 0
 
     fl = call_floor(min_time)
@@ -612,7 +612,7 @@ def main(argv=None) -> int:
     print(f"# total {time.perf_counter() - t0:.0f} s")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=1))
+        atomic_write_json(a.json, result, indent=1)
         print(f"# wrote {a.json}")
     return 1 if any(r["check"] != "ok" for r in rows) else 0
 

@@ -58,6 +58,7 @@ from syncsde.denoisers import FunctionDenoiser  # noqa: E402
 from syncsde.priors import FieldDenoiser  # noqa: E402
 from syncsde.sampler import SamplingSchedule, sample  # noqa: E402
 from syncsde.tasks import wide_problem  # noqa: E402
+from syncsde.atomic import atomic_write_json
 
 SD_CONFIG = dict(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
                  layers_per_block=2, attention_head_dim=8)
@@ -412,7 +413,7 @@ def main(argv=None) -> int:
     print(f"# total {time.perf_counter() - t_start:.0f} s")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=1))
+        atomic_write_json(a.json, res, indent=1)
         print(f"# wrote {a.json}")
     return 0
 

@@ -7,57 +7,68 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from syncsde.cli_checks import positive_int
 
 
 def _demo(args) -> int:
+    from syncsde.atomic import check_output_dir
     from syncsde.demo import run_demo
 
+    check_output_dir(args.out)
     run_demo(args.out, steps=args.steps, seed=args.seed, samples=args.samples,
              progress=not args.quiet, benchmark=not args.no_benchmark)
     return 0
 
 
 def _bench(args) -> int:
-    import json
     from pathlib import Path
 
+    from syncsde.atomic import atomic_write_json, check_output_dir
     from syncsde.benchmark import STRATEGIES, TASKS, print_table, run_task
     from syncsde.sampler import SamplingSchedule
 
-    n = args.samples or (4000 if args.quick else 20000)
-    steps = args.steps or (20 if args.quick else 50)
+    n = args.samples if args.samples is not None else (4000 if args.quick else 20000)
+    steps = args.steps if args.steps is not None else (20 if args.quick else 50)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"--tasks: unknown task(s) {unknown or args.tasks!r}; expected some of "
+                         f"{', '.join(TASKS)}")
+    if args.json:
+        check_output_dir(Path(args.json).parent, "--json")
     schedule = SamplingSchedule.preset("sd", steps)
     results = {}
-    for name in args.tasks.split(","):
-        if name not in TASKS:
-            print(f"unknown task {name!r}; expected some of {list(TASKS)}", file=sys.stderr)
-            return 2
+    for name in tasks:
         results[name] = run_task(TASKS[name](schedule), schedule, n, args.seed, STRATEGIES,
                                  lambda s: print(s, flush=True))
     print()
     print_table(results)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        atomic_write_json(args.json, results)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from syncsde import __version__
+
     ap = argparse.ArgumentParser(prog="syncsde", description="Diffusion synchronization (SyncSDE and peers).")
+    ap.add_argument("--version", action="version", version=f"syncsde {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run the demo on the built-in exact-score prior and write PNGs")
     d.add_argument("--out", default="out", help="output folder (default: out)")
-    d.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    d.add_argument("--steps", type=positive_int, default=25, help="DDIM steps (default 25)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--samples", type=int, default=1000, help="samples per benchmark cell")
+    d.add_argument("--samples", type=positive_int, default=1000, help="samples per benchmark cell")
     d.add_argument("--no-benchmark", action="store_true", help="skip the benchmark figure")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="the exact-score benchmark (every task x strategy)")
     b.add_argument("--quick", action="store_true")
-    b.add_argument("--samples", type=int, default=None)
-    b.add_argument("--steps", type=int, default=None)
+    b.add_argument("--samples", type=positive_int, default=None)
+    b.add_argument("--steps", type=positive_int, default=None)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--tasks", default="wide,ambiguous,mask,edit,motion")
     b.add_argument("--json", default=None)
@@ -72,17 +83,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Runs a subcommand. Errors are one line on stderr and a non-zero exit (2 for bad input, 1
+    for anything else); Ctrl-C is one line and exit 130. ``SYNCSDE_DEBUG=1`` shows tracebacks."""
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("SYNCSDE_DEBUG", "") not in ("", "0")
     try:
         result = args.func(args)
-    except Exception as e:  # a missing model is a user-facing message, not a traceback
-        if type(e).__name__ == "ModelNotAvailableError":
-            print(f"syncsde {args.command}: {e}", file=sys.stderr)
-            return 2
-        raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"syncsde {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError) as e:  # bad input, missing model or file
+        if debug:
+            raise
+        print(f"syncsde {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a user-facing tool prints one line, not a traceback
+        if debug:
+            raise
+        print(f"syncsde {args.command}: {type(e).__name__}: {_one_line(e)} (set SYNCSDE_DEBUG=1 "
+              "for the traceback)", file=sys.stderr)
+        return 1
     if isinstance(result, int):
         return result
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 600 else text[:597] + "..."
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from syncsde.atomic import atomic_save_npy, atomic_save_png, atomic_write_json, check_output_dir
+from syncsde.cli_checks import (check_device, check_input_file, finite_float, non_negative_int,
+                                positive_int)
+
 __all__ = ["add_model_commands", "save_png", "MODEL_COMMANDS"]
 
 MODEL_COMMANDS = ("wide", "mask", "edit", "ambiguous", "motion")
@@ -37,10 +41,7 @@ def save_png(image, path: str | os.PathLike, settings: dict) -> str:
     for k in ("prompt", "prompt_a", "prompt_b", "target_prompt", "strategy", "seed", "model"):
         if k in settings and settings[k] is not None:
             info.add_text(k, str(settings[k]))
-    path = str(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, pnginfo=info)
-    return path
+    return atomic_save_png(image, str(path), pnginfo=info)
 
 
 # ---- shared options -----------------------------------------------------------------------
@@ -58,20 +59,27 @@ def _common(p: argparse.ArgumentParser, steps: int, guidance: float, inv_lambda:
                    help="never contact the hub (also implied by HF_HUB_OFFLINE=1)")
     s = p.add_argument_group("sampling")
     s.add_argument("--strategy", choices=_strategy_choices(), default="syncsde")
-    s.add_argument("--inv-lambda", type=float, default=inv_lambda, help=f"SyncSDE 1/lambda (default {inv_lambda})")
-    s.add_argument("--steps", type=int, default=steps, help=f"DDIM steps (default {steps})")
-    s.add_argument("--guidance", type=float, default=guidance, help=f"CFG scale (default {guidance})")
+    s.add_argument("--inv-lambda", type=finite_float, default=inv_lambda, help=f"SyncSDE 1/lambda (default {inv_lambda})")
+    s.add_argument("--steps", type=positive_int, default=steps, help=f"DDIM steps (default {steps})")
+    s.add_argument("--guidance", type=finite_float, default=guidance, help=f"CFG scale (default {guidance})")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="outputs", help="output folder")
     s.add_argument("--no-progress", action="store_true")
 
 
 def _device(args):
-    import torch
+    return check_device(args.device)
 
-    if args.device:
-        return args.device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+
+def _check_early(args, images: tuple[str, ...] = (), files: tuple[str, ...] = ()) -> None:
+    """Everything that can be checked before a model loads: the device, the output folder and
+    the input files (``images`` must be readable images)."""
+    check_device(getattr(args, "device", None))
+    check_output_dir(args.out)
+    for opt in images:
+        check_input_file(getattr(args, opt), "--" + opt.replace("_", "-"), image=True)
+    for opt in files:
+        check_input_file(getattr(args, opt), "--" + opt.replace("_", "-"))
 
 
 def _dtype(args, device):
@@ -96,8 +104,7 @@ def _load(args, model: str, **kw):
 
 
 def _stem(args, task: str) -> Path:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(args.out)
     return out / f"{task}_{args.strategy}_seed{args.seed}"
 
 
@@ -112,6 +119,7 @@ def _save_result(res, stem: Path, names: list[str]) -> list[str]:
 def _run_wide(args) -> list[str]:
     from syncsde.pipelines import wide_image
 
+    _check_early(args)
     pipe = _load(args, args.model)
     res = wide_image(pipe, args.prompt, height=args.height, width=args.width,
                      negative_prompt=args.negative_prompt, window=args.window, stride=args.stride,
@@ -125,16 +133,17 @@ def _three_prompts(args) -> tuple[str, str, str]:
     if args.prompts:
         lines = [ln.strip() for ln in Path(args.prompts).read_text().splitlines() if ln.strip()]
         if len(lines) < 3:
-            raise SystemExit(f"{args.prompts} needs 3 lines: background, object, combined")
+            raise ValueError(f"--prompts {args.prompts!r} needs 3 lines: background, object, combined")
         return lines[0], lines[1], lines[2]
     if not (args.background and args.object and args.combined):
-        raise SystemExit("pass --background, --object and --combined (or --prompts FILE)")
+        raise ValueError("pass --background, --object and --combined (or --prompts FILE)")
     return args.background, args.object, args.combined
 
 
 def _run_mask(args) -> list[str]:
     from syncsde.pipelines import mask_generation
 
+    _check_early(args, images=("mask",), files=("prompts",))
     bg, obj, comb = _three_prompts(args)
     pipe = _load(args, args.model)
     res = mask_generation(pipe, args.mask, bg, obj, comb, negative_prompt=args.negative_prompt,
@@ -155,6 +164,7 @@ def _mask_png(mask, path, settings):
 def _run_edit(args) -> list[str]:
     from syncsde.pipelines import edit_image
 
+    _check_early(args, images=("image", "mask"))
     pipe = _load(args, args.model)
     res = edit_image(pipe, args.image, args.source_prompt, source_word=args.source_word,
                      target_word=args.target_word, target_prompt=args.target_prompt,
@@ -171,6 +181,7 @@ def _run_edit(args) -> list[str]:
 def _run_ambiguous(args) -> list[str]:
     from syncsde.pipelines import ambiguous_image
 
+    _check_early(args)
     stage1 = _load(args, args.model)
     stage2 = None if args.no_stage2 else _load(args, args.stage2)
     res = ambiguous_image(stage1, args.prompt_a, args.prompt_b, view=args.view, stage2=stage2,
@@ -183,7 +194,7 @@ def _run_ambiguous(args) -> list[str]:
 
 def _factory(spec: str):
     if ":" not in spec:
-        raise SystemExit("--model-factory must be 'module:function' (or module:Class)")
+        raise ValueError("--model-factory must be 'module:function' (or module:Class)")
     mod, name = spec.split(":", 1)
     fn: Any = importlib.import_module(mod)
     for part in name.split("."):
@@ -198,6 +209,7 @@ def _run_motion(args) -> list[str]:
     from syncsde.denoisers.mdm import MDMDenoiser, save_stick_figure_gif
     from syncsde.pipelines import long_motion
 
+    _check_early(args, files=("checkpoint", "mean", "std"))
     build = _factory(args.model_factory)
     dev = _device(args)
     if args.checkpoint:
@@ -219,8 +231,9 @@ def _run_motion(args) -> list[str]:
                       std=std, seed=args.seed, progress=not args.no_progress)
     stem = _stem(args, "motion")
     files = [f"{stem}.npy", f"{stem}.json"]
-    np.save(files[0], res.extras["features"])
-    Path(files[1]).write_text(json.dumps(res.settings, default=str, indent=1, sort_keys=True))
+    atomic_save_npy(files[0], res.extras["features"])
+    atomic_write_json(files[1], json.loads(json.dumps(res.settings, default=str)), indent=1,
+                      sort_keys=True)
     if "joints" in res.extras and not args.no_gif:
         files.append(save_stick_figure_gif(res.extras["joints"], f"{stem}.gif", fps=args.fps))
     return files
@@ -248,12 +261,12 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     _common(p, 50, 7.5, 5.0, "stabilityai/stable-diffusion-2-base")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=2048)
-    p.add_argument("--window", type=int, default=None, help="window in pixels (default: model size)")
-    p.add_argument("--stride", type=int, default=None, help="stride in pixels (default: window/4)")
+    p.add_argument("--height", type=positive_int, default=512)
+    p.add_argument("--width", type=positive_int, default=2048)
+    p.add_argument("--window", type=positive_int, default=None, help="window in pixels (default: model size)")
+    p.add_argument("--stride", type=positive_int, default=None, help="stride in pixels (default: window/4)")
     p.add_argument("--circular", action="store_true", help="360-degree wrap")
-    p.add_argument("--max-batch", type=int, default=None, help="views per model call")
+    p.add_argument("--max-batch", type=positive_int, default=None, help="views per model call")
     p.set_defaults(func=_print_files(_run_wide))
     parsers["wide"] = p
 
@@ -266,8 +279,8 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--object", default=None)
     p.add_argument("--combined", default=None)
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=positive_int, default=512)
+    p.add_argument("--width", type=positive_int, default=512)
     p.add_argument("--decode-all", action="store_true", help="also save the background and object")
     p.set_defaults(func=_print_files(_run_mask))
     parsers["mask"] = p
@@ -280,7 +293,7 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--source-word", default=None, help="the word of the caption to edit")
     p.add_argument("--target-word", default=None)
     p.add_argument("--target-prompt", default=None, help="default: caption with the word replaced")
-    p.add_argument("--tau", type=float, default=0.3, help="mask threshold")
+    p.add_argument("--tau", type=finite_float, default=0.3, help="mask threshold")
     p.add_argument("--mask", default=None, help="use this mask PNG instead of attention")
     p.add_argument("--save-reconstruction", action="store_true")
     p.set_defaults(func=_print_files(_run_edit))
@@ -297,7 +310,7 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--prompt-b", required=True, help="what it shows through --view")
     p.add_argument("--view", default="rot90_cw", choices=AMBIGUOUS_VIEWS)
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--noise-level", type=int, default=250)
+    p.add_argument("--noise-level", type=non_negative_int, default=250)
     p.set_defaults(func=_print_files(_run_ambiguous))
     parsers["ambiguous"] = p
 
@@ -308,14 +321,14 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
                    help="module:function building the MDM model (or an MDMDenoiser)")
     p.add_argument("--checkpoint", default=None, help="model .pt (state dict)")
     p.add_argument("--prompt", default=None)
-    p.add_argument("--length", type=int, default=600, help="frames (20 fps for HumanML3D)")
-    p.add_argument("--window", type=int, default=120)
-    p.add_argument("--overlap", type=int, default=30)
-    p.add_argument("--diffusion-steps", type=int, default=1000, help="the model's T (1000 or 50)")
+    p.add_argument("--length", type=positive_int, default=600, help="frames (20 fps for HumanML3D)")
+    p.add_argument("--window", type=positive_int, default=120)
+    p.add_argument("--overlap", type=non_negative_int, default=30)
+    p.add_argument("--diffusion-steps", type=positive_int, default=1000, help="the model's T (1000 or 50)")
     p.add_argument("--max-pull", default="1.0", help="first-step guard cap ('none' = off)")
     p.add_argument("--mean", default=None, help="Mean.npy for de-normalization")
     p.add_argument("--std", default=None, help="Std.npy for de-normalization")
-    p.add_argument("--fps", type=int, default=20)
+    p.add_argument("--fps", type=positive_int, default=20)
     p.add_argument("--no-gif", action="store_true")
     p.set_defaults(func=_print_files(_run_motion))
     parsers["motion"] = p

@@ -19,6 +19,7 @@ Models in float16 on a GPU are fine: the sampler state stays float32 and model i
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -141,15 +142,33 @@ def ddim_loop(denoiser, x: torch.Tensor, schedule: SamplingSchedule, cond: Seque
 def load_mask(mask, size: Sequence[int]) -> torch.Tensor:
     """A binary ``[h, w]`` float mask (1 = object) from a PNG path, PIL image or array: grayscale
     in [0, 1] (arrays above 1 are read as 0..255), binarized at 0.5, then nearest-resized to
-    ``size = (h, w)`` (the authors' order)."""
-    from PIL import Image
+    ``size = (h, w)`` (the authors' order). A file that is missing or not an image, a zero-sized
+    or non-finite array, and a mask that selects no pixel are clear ``ValueError``s."""
+    from PIL import Image, UnidentifiedImageError
 
+    h, w = _positive_size(size, "size")
     if isinstance(mask, (str, bytes)) or hasattr(mask, "__fspath__") or isinstance(mask, Image.Image):
-        img = Image.open(mask) if not isinstance(mask, Image.Image) else mask
-        m = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255.0)
+        what = "mask" if isinstance(mask, Image.Image) else f"mask {os.fsdecode(mask)!r}"
+        try:
+            img = Image.open(mask) if not isinstance(mask, Image.Image) else mask
+            m = torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255.0)
+        except FileNotFoundError:
+            raise ValueError(f"{what}: no such file") from None
+        except IsADirectoryError:
+            raise ValueError(f"{what}: is a folder, not an image") from None
+        except PermissionError:
+            raise ValueError(f"{what}: not readable (permission denied)") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"{what}: not a readable image ({e})") from None
     else:
-        m = torch.as_tensor(np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask),
-                            dtype=torch.float32)
+        what = "mask"
+        arr = mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask
+        try:
+            m = torch.as_tensor(np.asarray(arr, dtype=np.float32))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"mask: not a numeric array ({e})") from None
+        if m.numel() and not torch.isfinite(m).all():
+            raise ValueError("mask: contains NaN or infinite values")
         while m.dim() > 2:
             if m.shape[0] in (1, 3, 4) and m.dim() == 3 and m.shape[-1] not in (1, 3, 4):
                 m = m.mean(0)  # CHW
@@ -159,11 +178,27 @@ def load_mask(mask, size: Sequence[int]) -> torch.Tensor:
                 m = m[0]
         if m.numel() and float(m.max()) > 1.0:
             m = m / 255.0
+    if m.dim() != 2 or m.numel() == 0:
+        raise ValueError(f"{what}: expected a non-empty 2-D mask, got shape {tuple(m.shape)}")
     b = (m > 0.5).float()
-    h, w = (int(size[0]), int(size[1]))
     if tuple(b.shape) != (h, w):
         b = F.interpolate(b[None, None], (h, w), mode="nearest")[0, 0]
+    if not b.any():
+        raise ValueError(f"{what}: selects no pixel (white = object; at size {h}x{w})")
     return b
+
+
+def _positive_size(size: Any, name: str) -> tuple[int, int]:
+    try:
+        h, w = size
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (height, width), got {size!r}") from None
+    out = []
+    for v in (h, w):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be two positive integers, got {size!r}")
+        out.append(int(v))
+    return out[0], out[1]
 
 
 def replace_word(caption: str, source: str, target: str) -> str:

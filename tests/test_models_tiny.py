@@ -491,3 +491,18 @@ def test_fp16_pipeline_on_cuda(tmpdir_module):
     assert a.latents.dtype == torch.float32 and a.latents.device.type == "cuda"
     assert torch.isfinite(a.latents).all()
     assert (a.latents.cpu() - b.latents).abs().max() < 0.05 * b.latents.abs().max()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("missing.png", "no such file"), ("notimage.png", "not a readable image"),
+    ("folder", "folder"), (np.zeros((0, 5)), "non-empty"), (np.zeros((4, 4)), "selects no pixel"),
+    (np.full((4, 4), np.nan), "NaN"), (np.array(["a", "b"]), "numeric")])
+def test_load_mask_refuses_bad_masks(tmp_path, bad, message):
+    (tmp_path / "notimage.png").write_bytes(b"not a png")
+    (tmp_path / "folder").mkdir()
+    if isinstance(bad, str):
+        bad = str(tmp_path / bad)
+    with pytest.raises(ValueError, match=message):
+        P.load_mask(bad, (4, 4))
+    with pytest.raises(ValueError, match="size"):
+        P.load_mask(np.ones((4, 4)), (0, 4))

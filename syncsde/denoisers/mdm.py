@@ -216,5 +216,8 @@ def save_stick_figure_gif(joints: np.ndarray, path: str, fps: int = 20, size: in
             if len(pts) > 1:
                 d.line(pts, fill=colors[c % len(colors)], width=3)
         frames.append(im)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    from syncsde.atomic import atomic_save_png
+
+    atomic_save_png(frames[0], path, format="GIF", save_all=True, append_images=frames[1:],
+                    duration=int(1000 / fps), loop=0)
     return path
