@@ -277,7 +277,7 @@ class TextureViews(ViewSet):
             v = views[i] if weights is None else views[i] * weights[i]
             n = A.apply(self._view_flat(v))
             if weights is None:
-                d = self.bake_weight[i].to(views.dtype)
+                d = self.bake_weight[i].to(device=views.device, dtype=views.dtype)
             else:
                 w = weights[i].reshape(-1, *self.size)[:1].to(views.dtype)
                 d = A.apply(self._view_flat(w.expand(1, *self.size)))[0]
@@ -290,7 +290,7 @@ class TextureViews(ViewSet):
         map of the entries it reaches; the rest keep ``fallback`` (zeros when omitted)."""
         num, den = self.bake_sum(views, which, weights)
         mean = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
-        src = self.fill_index(which)
+        src = self.fill_index(which).to(num.device)
         reached = src >= 0
         out = torch.zeros_like(num) if fallback is None else self._flat(fallback).clone()
         out[..., reached] = mean[..., src[reached]]
@@ -307,6 +307,7 @@ class TextureViews(ViewSet):
         stack = view.unsqueeze(0).expand(self.num_views, *view.shape)
         baked, reached = self.bake_views(stack, [i])
         flat = self._flat(canvas)
+        reached = reached.to(flat.device)
         flat[..., reached] = baked[..., reached]
         return canvas
 
@@ -328,6 +329,9 @@ class TextureEarlierViews(Correlation):
         c = (views.fill_index(range(i))[:T2] >= 0).to(dtype)
         return views.render_tex[i].apply(c[None])[0]
 
+    def _reached_on(self, views, i, like):
+        return self._reached(views, i, like.dtype).to(like.device)
+
     def masks(self, views, like):
         if not isinstance(views, TextureViews):
             raise TypeError("TextureEarlierViews needs TextureViews")
@@ -343,15 +347,15 @@ class TextureEarlierViews(Correlation):
         for i in range(1, views.num_views):
             A = views.bake_tex[i - 1]
             n = A.apply(views._view_flat(y[i - 1]))
-            d = views.bake_weight[i - 1][:T2].to(y.dtype)
+            d = views.bake_weight[i - 1][:T2].to(device=y.device, dtype=y.dtype)
             num = n if num is None else num.add_(n)
             den = d if den is None else den + d
-            src = views.fill_index(range(i))[:T2]
+            src = views.fill_index(range(i))[:T2].to(y.device)
             reached = src >= 0
             tex = torch.zeros_like(num)
             tex[..., reached] = num[..., src[reached]] / den[src[reached]]
             r = views.render_tex[i].apply(tex)
-            cov = self._reached(views, i, y.dtype)
+            cov = self._reached_on(views, i, y)
             r = torch.where(cov > 0, r / cov.clamp_min(1e-30), views._view_flat(y[i]))
             ref[i] = r.reshape(y[i].shape)
         return ref
