@@ -16,7 +16,9 @@ nm -D syncsde/_C*.so | grep __asan_report > /dev/null || { echo "the build is no
 libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
 export LD_PRELOAD="$libasan:$libubsan"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
+# allocator_may_return_null: an impossible allocation returns NULL (MemoryError), as in a
+# plain build, instead of aborting
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export SYNCSDE_ASAN_RUN=1
 if [ "${1:-}" = "--cmd" ]; then
