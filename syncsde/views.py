@@ -84,6 +84,52 @@ class ViewSet:
                              f"(*batch, {', '.join(map(str, self.canvas_shape))})")
 
 
+def _int(v, name: str) -> int:
+    """An integer argument; bools, floats (even 2.0) and strings are refused, not truncated."""
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__} ({v!r})")
+    return v.__index__()
+
+
+def _int_tuple(v, n: int, name: str) -> tuple[int, ...]:
+    try:
+        items = list(v)
+    except TypeError:
+        raise TypeError(f"{name} must be {n} integers, got {v!r}") from None
+    if len(items) != n:
+        raise ValueError(f"{name} must be {n} integers, got {v!r}")
+    return tuple(_int(x, name) for x in items)
+
+
+def _has_bool(seq) -> bool:
+    return any(_has_bool(v) if isinstance(v, (list, tuple)) else isinstance(v, bool) for v in seq)
+
+
+def _int_offsets(offsets) -> torch.Tensor:
+    """Window offsets ``[N, 2]`` (top, left) as int64; float, bool and complex data refused."""
+    t = offsets if isinstance(offsets, torch.Tensor) else None
+    if t is None:
+        import numpy as np
+
+        try:
+            arr = np.asarray(offsets)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"offsets must be integers, got {offsets!r}") from e
+        if arr.dtype == object or arr.size and arr.dtype.kind not in "iu":
+            raise TypeError(f"offsets must be integers, got dtype {arr.dtype} ({offsets!r:.80})")
+        if isinstance(offsets, (list, tuple)) and _has_bool(offsets):  # numpy reads True as 1
+            raise TypeError(f"offsets must be integers, got a bool in {offsets!r:.80}")
+        t = torch.from_numpy(arr.astype(np.int64).reshape(-1)) if arr.size else \
+            torch.zeros(0, dtype=torch.int64)
+    elif t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"offsets must be an integer tensor, got {t.dtype}")
+    if t.device.type == "meta":
+        raise ValueError("offsets are on the meta device (no data)")
+    if t.numel() % 2:
+        raise ValueError(f"offsets must be (top, left) pairs, got {t.numel()} numbers")
+    return t.detach().to("cpu", torch.int64).reshape(-1, 2).contiguous()
+
+
 def window_offsets(length: int, window: int, stride: int, circular: bool = False) -> list[int]:
     """Start positions of windows of size ``window`` every ``stride`` along ``length``.
 
@@ -91,6 +137,8 @@ def window_offsets(length: int, window: int, stride: int, circular: bool = False
     land there, so every column is covered (peers leave the last columns uncovered). With
     ``circular`` the windows go round the loop: ``ceil(length / stride)`` windows.
     """
+    length, window, stride = (_int(v, n) for v, n in ((length, "length"), (window, "window"),
+                                                       (stride, "stride")))
     if window < 1 or stride < 1:
         raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
     if window > length:
@@ -116,11 +164,14 @@ class WindowViews(ViewSet):
     circular: bool = False
 
     def __post_init__(self):
-        C, H, W = (int(v) for v in self.canvas_shape)
-        h, w = (int(v) for v in self.size)
+        C, H, W = _int_tuple(self.canvas_shape, 3, "canvas_shape")
+        h, w = _int_tuple(self.size, 2, "size")
+        if min(C, H, W, h, w) < 1:
+            raise ValueError(f"canvas_shape and size must be positive, got {self.canvas_shape} "
+                             f"and {self.size}")
         self.canvas_shape = (C, H, W)
         self.size = (h, w)
-        self.offsets = torch.as_tensor(self.offsets, dtype=torch.int64).reshape(-1, 2).contiguous()
+        self.offsets = _int_offsets(self.offsets)
         if h > H or w > W:
             raise ValueError(f"window {h}x{w} is larger than the canvas {H}x{W}")
         if len(self.offsets) == 0:

@@ -14,7 +14,7 @@ import torch
 
 from syncsde.correlation import Explicit
 from syncsde.sampler import Problem
-from syncsde.views import PixelMapViews
+from syncsde.views import PixelMapViews, _int_tuple
 
 
 def _check_mask(mask: torch.Tensor, H: int, W: int, name: str = "mask") -> torch.Tensor:
@@ -30,7 +30,7 @@ def _check_mask(mask: torch.Tensor, H: int, W: int, name: str = "mask") -> torch
 
 
 def _three_way(shape, mask, cond, negative, initial=None) -> Problem:
-    C, H, W = (int(v) for v in shape)
+    C, H, W = _int_tuple(shape, 3, "shape")
     B = _check_mask(mask, H, W)
     views = PixelMapViews((C, H, W), ["identity"] * 3)
     corr = Explicit({1: [(0, 1 - B)], 2: [(0, 1 - B), (1, B)]})

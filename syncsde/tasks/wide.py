@@ -10,19 +10,24 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import torch
+
 from syncsde.correlation import EarlierViews
 from syncsde.sampler import Problem
-from syncsde.views import WindowViews
+from syncsde.views import WindowViews, _int_tuple
+
+
+def _pair(v: Any) -> Any:
+    return (v, v) if not isinstance(v, (tuple, list, torch.Tensor)) else v
 
 
 def wide_problem(canvas_shape: Sequence[int], window: Sequence[int] | int = 64,
                  stride: Sequence[int] | int = 16, cond: Any = None, negative: Any = None,
                  circular: bool = False) -> Problem:
     """Problem for a canvas ``(C, H, W)`` covered by windows ``window`` every ``stride``."""
-    if len(canvas_shape) != 3:
-        raise ValueError(f"canvas_shape must be (C, H, W), got {tuple(canvas_shape)}")
-    C, H, W = (int(v) for v in canvas_shape)
-    h, w = (window, window) if isinstance(window, int) else tuple(window)
+    C, H, W = _int_tuple(canvas_shape, 3, "canvas_shape")
+    h, w = _int_tuple(_pair(window), 2, "window")
+    stride = _int_tuple(_pair(stride), 2, "stride")
     if h > H or w > W:
         raise ValueError(f"window {h}x{w} is larger than the canvas {H}x{W}")
     views = WindowViews.grid((C, H, W), (h, w), stride, circular=circular)
