@@ -44,8 +44,8 @@ _MAX_HEADER = 64 << 20  # safetensors' own limit is 100 MB; our headers are a fe
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: damaged, of another format, or of another run."""
 
-    def __init__(self, path: str | os.PathLike, problem: str):
-        super().__init__(f"checkpoint {os.fspath(path)!r}: {problem}")
+    def __init__(self, path: str | os.PathLike, problem: str, what: str = "checkpoint"):
+        super().__init__(f"{what} {os.fspath(path)!r}: {problem}")
         self.path = os.fspath(path)
 
 
@@ -189,12 +189,23 @@ def _parse(path: str, data: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
     return header, tensors
 
 
-def load_checkpoint(path: str | os.PathLike, run: Mapping[str, Any],
-                    num_steps: int) -> tuple[int, dict[str, torch.Tensor]]:
+def load_checkpoint(path: str | os.PathLike, run: Mapping[str, Any], num_steps: int,
+                    what: str = "checkpoint") -> tuple[int, dict[str, torch.Tensor]]:
     """Reads and verifies a checkpoint written by :func:`save_checkpoint` for the run described
     by ``run``; returns ``(step, tensors)``. Raises :class:`CheckpointError` for any file that is
-    damaged, of another format or version, of another run, or whose step is out of range."""
+    damaged, of another format or version, of another run, or whose step is out of range
+    (``what`` names the kind of file in the message)."""
     path = os.fspath(path)
+    try:
+        return _load_checked(path, run, num_steps)
+    except CheckpointError as e:
+        if what == "checkpoint":
+            raise
+        raise CheckpointError(path, str(e).split(": ", 1)[1], what) from None
+
+
+def _load_checked(path: str, run: Mapping[str, Any],
+                  num_steps: int) -> tuple[int, dict[str, torch.Tensor]]:
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -62,13 +62,16 @@ class PipelineResult:
 
 # ---- shared helpers -----------------------------------------------------------------------
 def make_task_strategy(strategy: str | Strategy, inv_lambda: Any = 5.0,
-                       options: dict | None = None) -> Strategy:
-    """``strategy`` by name; ``inv_lambda`` only applies to ``syncsde``."""
+                       options: dict | None = None, authors_compat: bool = False) -> Strategy:
+    """``strategy`` by name; ``inv_lambda`` only applies to ``syncsde``, and so does
+    ``authors_compat`` (the authors' uncapped pull: ``max_pull=None``)."""
     if isinstance(strategy, Strategy):
         return strategy
     opts = dict(options or {})
     if strategy == "syncsde":
         opts.setdefault("inv_lambda", inv_lambda)
+        if authors_compat:
+            opts.setdefault("max_pull", None)
     return make_strategy(strategy, **opts)
 
 
@@ -218,8 +221,15 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
                num_inference_steps: int = 50, guidance_scale: float = 7.5, eta: float = 0.0,
                seed: int = 0, progress: bool = True, max_batch: int | None = None,
                decode: bool = True, strategy_options: dict | None = None,
-               callback: Callable | None = None) -> PipelineResult:
+               callback: Callable | None = None, init: str = "canvas",
+               decode_windows: bool = False, authors_compat: bool = False) -> PipelineResult:
     """A wide image from SD windows (authors: SD2-base, 512x2048, CFG 7.5, 50 steps).
+
+    ``init="canvas"`` crops every window's initial noise from one canvas-sized map (the authors'
+    README setting, ``--init_xt_from_zt``); ``"independent"`` draws each window's noise on its
+    own (their script's default; canonical strategies such as MultiDiffusion still start from
+    one canvas). ``decode_windows`` also decodes every window's own final latent
+    (``extras["window_images"]``). ``authors_compat`` selects the authors' uncapped pull.
 
     ``window`` / ``stride`` are in pixels (default: the model's native size and a quarter of
     it: 512 / 128 for SD2-base, i.e. 64 / 16 latent columns; for 768-px models such as SD 2
@@ -237,19 +247,25 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
     C = den.unet.config.in_channels
     problem = wide_problem((C, h, w), (min(win, h), win), (st, st), cond=prompt,
                            negative=negative_prompt, circular=circular)
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options)
+    if init not in ("canvas", "independent"):
+        raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
+    problem.init = init
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     res = sample(problem, den, strat, schedule=den.schedule(num_inference_steps),
                  guidance_scale=guidance_scale, eta=eta, seed=seed, device=den.device,
                  progress=progress, max_batch=max_batch, callback=callback)
     latents = res.output
     images, tensors = _decode(den, latents) if decode else ([], None)
+    extras: dict[str, Any] = {}
+    if decode_windows:
+        extras["window_images"], extras["window_tensors"] = _decode(den, res.views)
     settings = dict(task="wide", model=_model_name(den.unet), prompt=prompt,
                     negative_prompt=negative_prompt, height=height, width=width,
                     window=win * f, stride=st * f, circular=circular, strategy=res.strategy,
                     inv_lambda=inv_lambda, num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale, eta=eta, seed=seed,
-                    num_views=problem.views.num_views)
-    return PipelineResult(images, tensors, latents, res, settings)
+                    guidance_scale=guidance_scale, eta=eta, seed=seed, init=init,
+                    authors_compat=authors_compat, num_views=problem.views.num_views)
+    return PipelineResult(images, tensors, latents, res, settings, extras)
 
 
 # ---- mask-based generation ----------------------------------------------------------------
@@ -260,8 +276,10 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
                     guidance_scale: float = 7.5, eta: float = 0.0, seed: int = 0,
                     progress: bool = True, decode_all: bool = False,
                     strategy_options: dict | None = None,
-                    callback: Callable | None = None) -> PipelineResult:
-    """Mask-based text-to-image (authors: SD2-base, 50 steps, CFG 7.5, inv_lambda 5).
+                    callback: Callable | None = None,
+                    authors_compat: bool = False) -> PipelineResult:
+    """Mask-based text-to-image (authors: SD2-base, 50 steps, CFG 7.5, inv_lambda 5;
+    ``authors_compat`` selects their uncapped pull).
 
     Three trajectories with independent noise: background (free), object (pulled to the
     background outside the mask), combined (pulled to the background outside and to the
@@ -277,7 +295,7 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
     C = den.unet.config.in_channels
     problem = masked_problem((C, h, w), m, background_prompt, object_prompt, combined_prompt,
                              negative=negative_prompt)
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options)
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     res = sample(problem, den, strat, schedule=den.schedule(num_inference_steps),
                  guidance_scale=guidance_scale, eta=eta, seed=seed, device=den.device,
                  progress=progress, callback=callback)
@@ -289,7 +307,8 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
                     negative_prompt=negative_prompt, height=height, width=width,
                     strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    eta=eta, seed=seed, mask_fraction=float(m.mean()))
+                    eta=eta, seed=seed, mask_fraction=float(m.mean()),
+                    authors_compat=authors_compat)
     return PipelineResult(images, tensors, latents, res, settings, {"mask": m})
 
 
@@ -486,7 +505,7 @@ class AttentionRecorder:
 
 
 # ---- real-image editing -------------------------------------------------------------------
-def edit_image(model, image, source_prompt: str, source_word: str | None = None,
+def edit_image(model, image, source_prompt: str | None = None, source_word: str | None = None,
                target_word: str | None = None, target_prompt: str | None = None, *,
                height: int | None = None, width: int | None = None,
                strategy: str | Strategy = "syncsde", inv_lambda: float = 5.0,
@@ -494,24 +513,39 @@ def edit_image(model, image, source_prompt: str, source_word: str | None = None,
                mask=None, token_indices: Sequence[int] | None = None,
                sample_posterior: bool = True, seed: int = 0, progress: bool = True,
                decode_reconstruction: bool = False, strategy_options: dict | None = None,
-               callback: Callable | None = None) -> PipelineResult:
+               callback: Callable | None = None, inversion: str | None = None,
+               captioner: Callable[[Any], str] | None = None, xt_cache: str | None = None,
+               authors_compat: bool = False) -> PipelineResult:
     """Text-driven editing of a real image (authors: SD 1.4, CFG 5, 50 steps, tau 0.3).
 
     1. The image (path, PIL, array) is resized to the model size and VAE-encoded (a posterior
        sample seeded by ``seed``, as the authors do; ``sample_posterior=False`` takes the mean).
-    2. DDIM inversion with ``source_prompt`` (the caption), without guidance.
+       Without ``source_prompt`` the ``captioner`` (e.g. :class:`syncsde.editing.Captioner`,
+       BLIP as the authors) writes the caption.
+    2. DDIM inversion with the caption, without guidance: ``inversion="ddim"`` (textbook,
+       the default) or ``"authors"`` (their index scheme, :func:`syncsde.sampler.inversion_steps`).
+       ``xt_cache`` (a file) stores ``x_T`` with its caption and settings and reuses it on the
+       next call; a cache of another image, model or setting is refused.
     3. The object mask, unless given: a reconstruction from x_T with the source prompt records
-       cross-attention of ``source_word`` and the last full-resolution self-attention as running
+       cross-attention of the source word and the last full-resolution self-attention as running
        sums (:class:`AttentionRecorder`), propagated and thresholded at ``tau``. (The authors use
        CFG 5 with the caption as both prompts here, which equals no guidance; we run one branch.)
     4. Three trajectories (reconstruction, target from fresh noise, edit from x_T with the
        source prompt as negative), CFG ``guidance_scale``; the answer is the edit.
 
-    ``target_prompt`` defaults to the caption with ``source_word`` replaced by ``target_word``.
+    ``target_prompt`` defaults to the caption with ``source_word`` replaced by ``target_word``;
+    the caption word is found as the authors do (:func:`syncsde.editing.match_source_word`:
+    exact word, then substring, then text-embedding similarity). ``authors_compat`` selects the
+    authors' inversion and uncapped pull.
     """
-    from syncsde.sampler import invert
+    from syncsde.editing import (image_digest, load_inversion, match_source_word,
+                                 replace_matched_word, save_inversion)
+    from syncsde.sampler import INVERSION_SCHEMES, invert
     from syncsde.tasks import edit_problem
 
+    inversion = inversion or ("authors" if authors_compat else "ddim")
+    if inversion not in INVERSION_SCHEMES:
+        raise ValueError(f"inversion must be one of {INVERSION_SCHEMES}, got {inversion!r}")
     den = _resolve(model, StableDiffusionDenoiser)
     if den.vae is None:
         raise ValueError("editing needs the VAE (pass a pipeline or a denoiser with vae=)")
@@ -519,22 +553,45 @@ def edit_image(model, image, source_prompt: str, source_word: str | None = None,
     height = height or den.sample_size * f
     width = width or den.sample_size * f
     h, w = _latent_size(den, height, width)
+    img = load_image(image, (width, height))
+    if source_prompt is None:
+        if captioner is None:
+            raise ValueError("pass source_prompt (a caption of the image) or a captioner")
+        source_prompt = captioner(img)
+    match = None
+    if source_word is not None and (target_prompt is None or (mask is None and token_indices is None)):
+        match = match_source_word(source_prompt, source_word, den.prompts)
     if target_prompt is None:
         if source_word is None or target_word is None:
             raise ValueError("pass target_prompt, or source_word and target_word")
-        target_prompt = replace_word(source_prompt, source_word, target_word)
-    img = load_image(image, (width, height))
-    x0 = den.encode(img, generator=_generator(seed), sample=sample_posterior)
+        target_prompt = replace_matched_word(source_prompt, match, source_word, target_word)
     sched = den.schedule(num_inference_steps)
-    x_T = invert(x0.to(den.device), den, source_prompt, sched, guidance_scale=1.0, progress=progress)
-    extras: dict[str, Any] = {"x_T": x_T[0].cpu(), "x0": x0[0].cpu()}
+    cache_key = dict(model=_model_name(den.unet), image=image_digest(img), height=height,
+                     width=width, num_inference_steps=num_inference_steps, inversion=inversion,
+                     sample_posterior=sample_posterior, seed=seed)
+    if xt_cache is not None and os.path.exists(xt_cache):
+        x_T, _ = load_inversion(xt_cache, cache_key, source_prompt)
+        x_T = x_T.to(den.device)[None]
+        x0 = None
+    else:
+        x0 = den.encode(img, generator=_generator(seed), sample=sample_posterior)
+        x_T = invert(x0.to(den.device), den, source_prompt, sched, guidance_scale=1.0,
+                     progress=progress, scheme=inversion)
+        if xt_cache is not None:
+            save_inversion(xt_cache, x_T[0].cpu(), source_prompt, cache_key)
+    extras: dict[str, Any] = {"x_T": x_T[0].cpu(), "source_prompt": source_prompt,
+                              "target_prompt": target_prompt}
+    if x0 is not None:
+        extras["x0"] = x0[0].cpu()
+    if match is not None:
+        extras["word_match"] = match
     if mask is None:
         if token_indices is None:
             if source_word is None:
                 raise ValueError("pass source_word (or token_indices, or mask) to locate the object")
             if den.prompts is None:
                 raise ValueError("no tokenizer: pass token_indices= or mask=")
-            token_indices = den.prompts.token_indices(source_prompt, source_word)
+            token_indices = den.prompts.token_indices(source_prompt, match.word)
         rec = AttentionRecorder(den.unet, (h, w), token_indices)
         with rec:
             recon = ddim_loop(den, x_T, sched, [source_prompt], progress=progress,
@@ -547,7 +604,7 @@ def edit_image(model, image, source_prompt: str, source_word: str | None = None,
         m = load_mask(mask, (h, w))
     extras["mask"] = m
     problem = edit_problem(x_T[0].cpu(), m, source_prompt, target_prompt, null=None)
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options)
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     res = sample(problem, den, strat, schedule=sched, guidance_scale=guidance_scale, seed=seed,
                  device=den.device, progress=progress, callback=callback)
     latents = res.output
@@ -557,8 +614,8 @@ def edit_image(model, image, source_prompt: str, source_word: str | None = None,
                     target_prompt=target_prompt, source_word=source_word, target_word=target_word,
                     height=height, width=width, strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    tau=tau, seed=seed, sample_posterior=sample_posterior,
-                    mask_fraction=float(m.mean()))
+                    tau=tau, seed=seed, sample_posterior=sample_posterior, inversion=inversion,
+                    authors_compat=authors_compat, mask_fraction=float(m.mean()))
     return PipelineResult(images, tensors, latents, res, settings, extras)
 
 
@@ -574,7 +631,8 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
                     stage2_steps: int | None = None, stage2_guidance_scale: float | None = None,
                     noise_level: int = 250, thresholding: bool | None = None, seed: int = 0,
                     progress: bool = True, strategy_options: dict | None = None,
-                    callback: Callable | None = None) -> PipelineResult:
+                    callback: Callable | None = None,
+                    authors_compat: bool = False) -> PipelineResult:
     """An image that reads as ``prompt_a`` and, seen through ``view``, as ``prompt_b``
     (authors: IF-I-M 64 px, 30 DDIM steps, CFG 10, inv_lambda 5; IF-II-M to 256 px).
 
@@ -601,15 +659,17 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
     C = den1.unet.config.in_channels
     pmap = PixelMap.parse(view)
     problem = ambiguous_problem((C, S, S), view, prompt_a, prompt_b, negative=negative_prompt)
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options)
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     cfg = den1.scheduler_config or {}
     thr = None
     if cfg.get("thresholding", False) if thresholding is None else thresholding:
         thr = (float(cfg.get("dynamic_thresholding_ratio", 0.95)),
                float(cfg.get("sample_max_value", 1.5)))
         strat = DynamicThresholding(strat, *thr)
+    # the authors draw stage I's noise and then stage II's from one generator
+    gen = _generator(seed)
     res = sample(problem, den1, strat, schedule=den1.schedule(num_inference_steps),
-                 guidance_scale=guidance_scale, seed=seed, device=den1.device, progress=progress,
+                 guidance_scale=guidance_scale, seed=gen, device=den1.device, progress=progress,
                  callback=callback)
     views = res.views  # [2, 3, S, S] in [-1, 1]
     extras: dict[str, Any] = {"stage1": views.cpu()}
@@ -625,16 +685,24 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
             den2.prompts = den1.prompts
         den2.noise_level = int(noise_level)
         S2 = den2.sample_size
-        gen = _generator(int(seed) + 1)
-        up = den2.prepare_image(views.float().cpu(), S2, generator=gen)
+        if authors_compat:
+            # the authors: stage I's generator continues; x_T is drawn before the image noise
+            # (diffusers' IF-II order), and stage II reuses stage I's DDIM scheduler config
+            x = torch.randn((2, C, S2, S2), generator=gen, dtype=torch.float32).to(den2.device)
+            up = den2.prepare_image(views.float().cpu(), S2, generator=gen)
+            sched2, cfg2 = den1.schedule(stage2_steps or num_inference_steps), cfg
+        else:
+            gen = _generator(int(seed) + 1)
+            up = den2.prepare_image(views.float().cpu(), S2, generator=gen)
+            x = torch.randn((2, C, S2, S2), generator=gen, dtype=torch.float32).to(den2.device)
+            sched2 = den2.schedule(stage2_steps or num_inference_steps)
+            cfg2 = den2.scheduler_config or {}
         cond = [ImagePrompt(prompt_a, up[0]), ImagePrompt(prompt_b, up[1])]
         neg = [ImagePrompt(negative_prompt, up[0]), ImagePrompt(negative_prompt, up[1])]
-        x = torch.randn((2, C, S2, S2), generator=gen, dtype=torch.float32).to(den2.device)
-        cfg2 = den2.scheduler_config or {}
         use2 = cfg2.get("thresholding", False) if thresholding is None else thresholding
         thr2 = (float(cfg2.get("dynamic_thresholding_ratio", 0.95)),
                 float(cfg2.get("sample_max_value", 1.5))) if use2 else None
-        final = ddim_loop(den2, x, den2.schedule(stage2_steps or num_inference_steps), cond, neg,
+        final = ddim_loop(den2, x, sched2, cond, neg,
                           guidance_scale=stage2_guidance_scale or guidance_scale,
                           thresholding=thr2, progress=progress)
     img_b = final[1].float().cpu().contiguous()
@@ -646,7 +714,7 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
                     strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     stage2=stage2 is not None, noise_level=noise_level,
-                    thresholding=thr is not None, seed=seed)
+                    thresholding=thr is not None, seed=seed, authors_compat=authors_compat)
     return PipelineResult(to_pil(tensors), tensors, final.cpu(), res, settings, extras)
 
 

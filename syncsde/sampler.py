@@ -294,26 +294,51 @@ def compose(views: ViewSet, y: torch.Tensor, rule: str, weights=None) -> torch.T
     raise ValueError(f"unknown output rule {rule!r}; expected 'on_top' or 'average'")
 
 
+INVERSION_SCHEMES = ("ddim", "authors")
+
+
+def inversion_steps(schedule: SamplingSchedule,
+                    scheme: str = "ddim") -> list[tuple[int, float, float, float]]:
+    """The ``(t_eval, abar_eval, abar_from, abar_to)`` steps of a DDIM inversion, in order
+    (``abar_eval`` is what the model's output conversion uses, e.g. for v-prediction).
+
+    - ``"ddim"`` (textbook): the sampling steps walked backwards; from level ``abar_s`` (the
+      final abar for the last step) the model is evaluated at ``max(s, 0)`` and the map moves to
+      ``abar_t``, so ``x_T`` ends exactly at the sampler's first level ``abar[T]``.
+    - ``"authors"`` (the SyncSDE / CSG / pix2pix-zero inverse scheduler): the sampling timesteps
+      reversed with the first and last dropped (48 of 50 for SD: t = 21, 41, ..., 961); at each
+      the model is evaluated at ``t`` and the map moves from ``abar[t-1]`` to ``abar[t+d-1]``
+      (``d`` = train steps / inference steps). The clean sample is treated as sitting at
+      ``abar[d]`` and ``x_T`` ends at ``abar[T-1]``, one index below where sampling starts.
+    """
+    if scheme == "ddim":
+        return [(max(i.s, 0), i.abar_s, i.abar_s, i.abar_t) for i in reversed(schedule.steps())]
+    if scheme == "authors":
+        ts = sorted(int(t) for t in schedule.timesteps)[1:-1]
+        d = int(schedule.num_train_timesteps) // len(schedule.timesteps)
+        abar = schedule.abar
+        if ts and (min(ts) < 1 or max(ts) + d - 1 >= abar.numel()):
+            raise ValueError("the authors' inversion needs 1 <= t and t + d - 1 < len(abar)")
+        return [(t, float(abar[t]), float(abar[t - 1]), float(abar[t + d - 1])) for t in ts]
+    raise ValueError(f"unknown inversion scheme {scheme!r}; expected one of {INVERSION_SCHEMES}")
+
+
 @torch.no_grad()
 def invert(x0: torch.Tensor, denoiser: Any, cond: Any, schedule: SamplingSchedule | str = "sd",
            num_steps: int | None = None, guidance_scale: float = 1.0, negative: Any = None,
-           progress: bool = True) -> torch.Tensor:
-    """DDIM inversion of a clean sample ``x0`` ``[B, C, H, W]`` to the first timestep's level.
-
-    The step list is walked backwards: from level ``abar_s`` (the final abar for the last
-    step) the model is evaluated at timestep ``max(s, 0)`` and the deterministic DDIM map moves
-    to ``abar_t`` (the DDIM formula read from s to t). Guidance is off by default (the authors
-    invert with the source caption and no CFG).
-    """
+           progress: bool = True, scheme: str = "ddim") -> torch.Tensor:
+    """DDIM inversion of a clean sample ``x0`` ``[B, C, H, W]`` towards the first timestep's
+    level, by the steps of :func:`inversion_steps` (``scheme`` "ddim" or "authors"). Guidance
+    is off by default (the authors invert with the source caption and no CFG)."""
     if isinstance(schedule, str):
         schedule = SamplingSchedule.preset(schedule, num_steps)
+    steps = inversion_steps(schedule, scheme)
     x = x0.clone()
     b = len(x)
     conds = [cond] * b
     negs = None if negative is None else [negative] * b
-    for info in tqdm(list(reversed(schedule.steps())), desc="inversion", disable=not progress,
-                     leave=False):
-        t_eval = max(info.s, 0)
-        eps = predict_eps(denoiser, x, t_eval, info.abar_s, conds, negs, guidance_scale)
-        x = ops.ddim_step(x, eps, info.abar_s, info.abar_t, out=x)
+    for t_eval, a_eval, a_from, a_to in tqdm(steps, desc="inversion", disable=not progress,
+                                             leave=False):
+        eps = predict_eps(denoiser, x, t_eval, a_eval, conds, negs, guidance_scale)
+        x = ops.ddim_step(x, eps, a_from, a_to, out=x)
     return x
