@@ -12,9 +12,17 @@ from syncsde.cli import main
 
 def test_demo_writes_pictures(tmp_path):
     assert main(["demo", "--out", str(tmp_path), "--steps", "6", "--samples", "300", "--quiet"]) == 0
-    for name in ("wide.png", "ambiguous.png", "benchmark.png"):
+    for name in ("wide.png", "ambiguous.png", "mask.png", "edit.png", "benchmark.png"):
         im = Image.open(tmp_path / name)
         assert im.width > 100 and im.height > 100
+    for name in ("wide.png", "ambiguous.png", "mask.png", "edit.png"):
+        info = Image.open(tmp_path / name).text  # settings travel in the PNG metadata
+        assert info["model"] == "scenes"
+        runs = json.loads(info["syncsde"])["runs"]
+        assert all(r["model"] == "scenes" and r["num_inference_steps"] == 6 for r in runs.values())
+    wide = json.loads(Image.open(tmp_path / "wide.png").text["syncsde"])
+    assert set(wide["runs"]) == {"independent", "multidiffusion", "synctweedies", "syncsde", "collage"}
+    assert Image.open(tmp_path / "wide.png").width >= 4 * 256  # 32x256 panoramas shown 4x
     data = json.loads((tmp_path / "benchmark.json").read_text())
     assert set(data) == {"wide", "ambiguous", "mask", "edit", "motion"}
     assert "oracle" in data["wide"] and data["wide"]["collage"]["w2"] >= 0

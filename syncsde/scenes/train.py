@@ -132,11 +132,12 @@ class _DiffusionModel(torch.nn.Module):
 def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: float = 1e-3,
                     seed: int = 0, threads: int = 1, checkpoint_every: int = 200,
                     ema_decay: float = 0.999, p_uncond: float = 0.1, progress: bool = True,
-                    log=print) -> dict:
+                    log=print, stop_at: int | None = None) -> dict:
     """Trains the UNet and the text encoder jointly on eps-prediction MSE (cosine schedule,
     uniform timesteps, prompt dropout ``p_uncond`` for classifier-free guidance); keeps an EMA
     of the weights (decay ``min(ema_decay, (1+s)/(10+s))``). Writes ``out/pipeline`` (EMA
-    weights, ``save_pretrained``) at the end."""
+    weights, ``save_pretrained``) at the end. ``stop_at``: checkpoint and return after that
+    many steps (an interruption; calling again with the same settings resumes)."""
     from tqdm.auto import tqdm
 
     from syncsde.scenes.model import ScenesPipeline, build_pipeline
@@ -211,8 +212,11 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             log(f"step {step} loss {np.mean(losses[-50:]):.4f} elapsed {elapsed:.0f}s")
-        if step % checkpoint_every == 0 or step == steps:
+        if step % checkpoint_every == 0 or step == steps or step == stop_at:
             checkpoint()
+        if step == stop_at and step < steps:
+            bar.close()
+            return dict(settings, stopped_at=step, elapsed_s=elapsed)
     bar.close()
     # the shipped pipeline carries the EMA weights
     model.load_state_dict(ema)
@@ -247,9 +251,9 @@ def save_pipeline(pipe, folder: str | Path) -> Path:
 # ---- classifier -------------------------------------------------------------------------------
 def train_classifier(out: str | Path, steps: int = 1500, batch: int = 64, lr: float = 2e-3,
                      seed: int = 1, threads: int = 1, checkpoint_every: int = 250,
-                     progress: bool = True, log=print) -> dict:
+                     progress: bool = True, log=print, heldout: int = 2000) -> dict:
     """Trains :class:`~syncsde.scenes.classifier.SceneClassifier` on generator scenes (stream
-    ``seed``); evaluates on 2000 held-out scenes (stream ``seed + 1000``) and writes
+    ``seed``); evaluates on ``heldout`` (2000) held-out scenes (stream ``seed + 1000``) and writes
     ``out/classifier``."""
     from tqdm.auto import tqdm
 
@@ -295,7 +299,7 @@ def train_classifier(out: str | Path, steps: int = 1500, batch: int = 64, lr: fl
                              dict(settings, elapsed_s=elapsed, **om))
     bar.close()
     model.eval()
-    x, y = classifier_batch(seed + 1000, 0, 2000, noise=False)
+    x, y = classifier_batch(seed + 1000, 0, int(heldout), noise=False)
     with torch.no_grad():
         logits = model(x)
     acc = {name: float((logits[:, a:b].argmax(1) == y[:, a:b].argmax(1)).float().mean())
