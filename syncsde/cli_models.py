@@ -57,6 +57,9 @@ def _common(p: argparse.ArgumentParser, steps: int, guidance: float, inv_lambda:
     g.add_argument("--cpu-offload", action="store_true", help="enable_model_cpu_offload (CUDA)")
     g.add_argument("--local-files-only", action="store_true",
                    help="never contact the hub (also implied by HF_HUB_OFFLINE=1)")
+    g.add_argument("--authors-compat", action="store_true",
+                   help="every choice of the SyncSDE authors' code (uncapped pull, their "
+                        "inversion, IF stage-II order); see docs/models.md")
     s = p.add_argument_group("sampling")
     s.add_argument("--strategy", choices=_strategy_choices(), default="syncsde")
     s.add_argument("--inv-lambda", type=finite_float, default=inv_lambda, help=f"SyncSDE 1/lambda (default {inv_lambda})")
@@ -125,8 +128,13 @@ def _run_wide(args) -> list[str]:
                      negative_prompt=args.negative_prompt, window=args.window, stride=args.stride,
                      circular=args.circular, strategy=args.strategy, inv_lambda=args.inv_lambda,
                      num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                     progress=not args.no_progress, max_batch=args.max_batch)
-    return _save_result(res, _stem(args, "wide"), [""])
+                     progress=not args.no_progress, max_batch=args.max_batch, init=args.init,
+                     decode_windows=args.decode_windows, authors_compat=args.authors_compat)
+    stem = _stem(args, "wide")
+    files = _save_result(res, stem, [""])
+    for i, img in enumerate(res.extras.get("window_images", [])):
+        files.append(save_png(img, f"{stem}_window{i:02d}.png", {**res.settings, "window_index": i}))
+    return files
 
 
 def _three_prompts(args) -> tuple[str, str, str]:
@@ -150,7 +158,8 @@ def _run_mask(args) -> list[str]:
                           height=args.height, width=args.width, strategy=args.strategy,
                           inv_lambda=args.inv_lambda, num_inference_steps=args.steps,
                           guidance_scale=args.guidance, seed=args.seed,
-                          progress=not args.no_progress, decode_all=args.decode_all)
+                          progress=not args.no_progress, decode_all=args.decode_all,
+                          authors_compat=args.authors_compat)
     return _save_result(res, _stem(args, "mask"), ["", "_background", "_object"])
 
 
@@ -161,20 +170,103 @@ def _mask_png(mask, path, settings):
     return save_png(Image.fromarray(a), path, settings)
 
 
-def _run_edit(args) -> list[str]:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _edit_kwargs(args, pipe, captioner) -> dict:
+    return dict(source_word=args.source_word, target_word=args.target_word,
+                target_prompt=args.target_prompt, strategy=args.strategy,
+                inv_lambda=args.inv_lambda, num_inference_steps=args.steps,
+                guidance_scale=args.guidance, tau=args.tau, mask=args.mask, seed=args.seed,
+                progress=not args.no_progress, decode_reconstruction=args.save_reconstruction,
+                inversion=args.inversion, captioner=captioner,
+                authors_compat=args.authors_compat)
+
+
+def _edit_one(args, pipe, captioner, image: str, stem: Path, xt_cache: str | None) -> list[str]:
     from syncsde.pipelines import edit_image
 
-    _check_early(args, images=("image", "mask"))
-    pipe = _load(args, args.model)
-    res = edit_image(pipe, args.image, args.source_prompt, source_word=args.source_word,
-                     target_word=args.target_word, target_prompt=args.target_prompt,
-                     strategy=args.strategy, inv_lambda=args.inv_lambda,
-                     num_inference_steps=args.steps, guidance_scale=args.guidance, tau=args.tau,
-                     mask=args.mask, seed=args.seed, progress=not args.no_progress,
-                     decode_reconstruction=args.save_reconstruction)
-    stem = _stem(args, "edit")
+    res = edit_image(pipe, image, args.source_prompt, xt_cache=xt_cache,
+                     **_edit_kwargs(args, pipe, captioner))
     files = _save_result(res, stem, ["", "_reconstruction"])
     files.append(_mask_png(res.extras["mask"], f"{stem}_mask.png", res.settings))
+    return files
+
+
+def _run_edit(args) -> list[str]:
+    folder = os.path.isdir(args.image)
+    _check_early(args, images=() if folder else ("image",))
+    _check_early(args, images=("mask",))
+    if args.source_prompt is None and args.captioner is None:
+        raise ValueError("pass --source-prompt (a caption of the image) or --captioner (BLIP)")
+    if args.target_prompt is None and (args.source_word is None or args.target_word is None):
+        raise ValueError("pass --target-prompt, or --source-word and --target-word")
+    images = _folder_images(args.image) if folder else [args.image]
+    pipe = _load(args, args.model)
+    captioner = None
+    if args.captioner:
+        from syncsde.editing import Captioner
+
+        captioner = Captioner.from_pretrained(
+            args.captioner, local_files_only=True if args.local_files_only else None)
+    if not folder:
+        return _edit_one(args, pipe, captioner, args.image, _stem(args, "edit"), args.xt_cache)
+    return _edit_folder(args, pipe, captioner, images)
+
+
+def _folder_images(folder: str) -> list[str]:
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+        raise ValueError(f"--image {folder!r}: the folder holds no image "
+                         f"({', '.join(IMAGE_SUFFIXES)})")
+    return [os.path.join(folder, n) for n in names]
+
+
+def _edit_folder(args, pipe, captioner, images: list[str]) -> list[str]:
+    """Edits every image of a folder. ``edit_manifest.json`` in --out records each image's
+    status and files after each image (atomically), so an interrupted run resumes where it
+    stopped; a manifest of other settings is refused. x_T is cached per image in --out/xt/."""
+    import sys
+
+    from syncsde.checkpoint import run_differences
+
+    out = check_output_dir(args.out)
+    manifest_path = out / "edit_manifest.json"
+    settings = {k: getattr(args, k) for k in (
+        "model", "strategy", "inv_lambda", "steps", "guidance", "seed", "source_prompt",
+        "source_word", "target_word", "target_prompt", "tau", "mask", "inversion", "captioner",
+        "authors_compat")}
+    manifest = {"settings": settings, "images": {}}
+    if manifest_path.exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+            old_settings, entries = old["settings"], dict(old["images"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{manifest_path}: not a syncsde edit manifest (damaged?)") from None
+        diff = run_differences(old_settings, json.loads(json.dumps(settings)))
+        if diff:
+            raise ValueError(f"{manifest_path} belongs to another run: " + "; ".join(diff) +
+                             " (use another --out)")
+        manifest["images"] = entries
+    files, failed = [], 0
+    for image in images:
+        name = os.path.basename(image)
+        entry = manifest["images"].get(name, {})
+        if entry.get("status") == "done" and all(os.path.exists(f) for f in entry.get("files", [])):
+            continue
+        stem = out / f"{Path(name).stem}_edit_{args.strategy}_seed{args.seed}"
+        xt = str(out / "xt" / f"{Path(name).stem}.safetensors")
+        try:
+            written = _edit_one(args, pipe, captioner, image, stem, xt)
+            manifest["images"][name] = {"status": "done", "files": written}
+            files += written
+        except (ValueError, OSError) as e:  # one bad image does not stop the folder
+            failed += 1
+            manifest["images"][name] = {"status": "failed", "error": str(e)}
+            print(f"syncsde edit: {name}: {e}", file=sys.stderr)
+        atomic_write_json(manifest_path, manifest)
+    if failed:
+        raise ValueError(f"{failed} of {len(images)} images failed (see {manifest_path})")
     return files
 
 
@@ -188,7 +280,8 @@ def _run_ambiguous(args) -> list[str]:
                           negative_prompt=args.negative_prompt, strategy=args.strategy,
                           inv_lambda=args.inv_lambda, num_inference_steps=args.steps,
                           guidance_scale=args.guidance, noise_level=args.noise_level,
-                          seed=args.seed, progress=not args.no_progress)
+                          seed=args.seed, progress=not args.no_progress,
+                          authors_compat=args.authors_compat)
     return _save_result(res, _stem(args, "ambiguous"), ["_prompt_a", "_prompt_b", "_view1_own"])
 
 
@@ -210,6 +303,9 @@ def _run_motion(args) -> list[str]:
     from syncsde.pipelines import long_motion
 
     _check_early(args, files=("checkpoint", "mean", "std"))
+    if args.authors_compat:
+        raise ValueError("--authors-compat: the SyncSDE authors released no motion code; the "
+                         "motion task follows the paper (see docs/models/motion.md)")
     build = _factory(args.model_factory)
     dev = _device(args)
     if args.checkpoint:
@@ -266,6 +362,11 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--window", type=positive_int, default=None, help="window in pixels (default: model size)")
     p.add_argument("--stride", type=positive_int, default=None, help="stride in pixels (default: window/4)")
     p.add_argument("--circular", action="store_true", help="360-degree wrap")
+    p.add_argument("--init", choices=("canvas", "independent"), default="canvas",
+                   help="initial noise: cropped from one canvas map (authors' README) or "
+                        "independent per window (their script's default)")
+    p.add_argument("--decode-windows", action="store_true",
+                   help="also save every window's own image")
     p.add_argument("--max-batch", type=positive_int, default=None, help="views per model call")
     p.set_defaults(func=_print_files(_run_wide))
     parsers["wide"] = p
@@ -288,8 +389,15 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p = subparsers.add_parser("edit", help="text-driven real-image editing",
                               description="Editing (authors: SD 1.4, CFG 5, tau 0.3).")
     _common(p, 50, 5.0, 5.0, "CompVis/stable-diffusion-v1-4")
-    p.add_argument("--image", required=True)
-    p.add_argument("--source-prompt", required=True, help="a caption of the image")
+    p.add_argument("--image", required=True, help="an image, or a folder of images "
+                                                 "(resumable, with edit_manifest.json)")
+    p.add_argument("--source-prompt", default=None, help="a caption of the image")
+    p.add_argument("--captioner", default=None,
+                   help="BLIP id or folder to caption images without --source-prompt "
+                        "(authors: Salesforce/blip-image-captioning-base)")
+    p.add_argument("--inversion", choices=("ddim", "authors"), default=None,
+                   help="DDIM inversion scheme (default ddim; authors with --authors-compat)")
+    p.add_argument("--xt-cache", default=None, help="file caching the inverted x_T")
     p.add_argument("--source-word", default=None, help="the word of the caption to edit")
     p.add_argument("--target-word", default=None)
     p.add_argument("--target-prompt", default=None, help="default: caption with the word replaced")

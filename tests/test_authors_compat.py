@@ -248,3 +248,54 @@ def test_blip_captioner_on_a_tiny_model(tmp_path):
     text = cap(np.zeros((16, 16, 3), dtype=np.uint8))
     assert isinstance(text, str) and set(text.split()) <= set(words[5:])
     assert cap(np.zeros((16, 16, 3), dtype=np.uint8)) == text  # greedy: deterministic
+
+
+def test_cli_edits_a_folder_with_a_resumable_manifest(sd, tmp_path, monkeypatch, capsys):
+    import json
+
+    from PIL import Image
+
+    from syncsde.cli import main
+
+    model = tmp_path / "model"
+    sd.save_pretrained(model)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("b.png", "a.png"):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / name)
+    (images / "notes.txt").write_text("not an image")
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)
+    out = tmp_path / "out"
+    argv = ["edit", "--image", str(images), "--source-prompt", "a photo of a cat",
+            "--source-word", "cat", "--target-word", "dog", "--mask", str(mask), "--steps", "2",
+            "--model", str(model), "--out", str(out), "--device", "cpu", "--no-progress",
+            "--local-files-only"]
+    assert main(argv) == 0
+    manifest = json.loads((out / "edit_manifest.json").read_text())
+    assert sorted(manifest["images"]) == ["a.png", "b.png"]
+    assert all(e["status"] == "done" for e in manifest["images"].values())
+    for e in manifest["images"].values():
+        assert all(os.path.exists(f) for f in e["files"])
+    assert sorted(os.listdir(out / "xt")) == ["a.safetensors", "b.safetensors"]
+    # an interrupted run: drop one entry; the rerun edits only that image
+    del manifest["images"]["b.png"]
+    (out / "edit_manifest.json").write_text(json.dumps(manifest))
+    done = []
+    import syncsde.pipelines as pipelines
+
+    real = pipelines.edit_image
+
+    def counting(pipe, image, *a, **k):
+        done.append(os.path.basename(image) if isinstance(image, str) else image)
+        return real(pipe, image, *a, **k)
+
+    monkeypatch.setattr(pipelines, "edit_image", counting)
+    assert main(argv) == 0
+    assert done == ["b.png"]
+    capsys.readouterr()
+    # another setting into the same folder is refused, in one line
+    assert main(argv[:-6] + ["--seed", "1"] + argv[-6:]) == 2
+    err = capsys.readouterr().err
+    assert "another run" in err and "seed" in err and "Traceback" not in err
