@@ -148,7 +148,7 @@ def _missing_message(model: str, kind: str, offline: bool, error: BaseException)
     if _looks_like_path(model) and not _REPO_ID.match(model):
         return (f"Cannot load {what} from {model!r}: no such folder (or it is not a diffusers "
                 f"folder with model_index.json / config.json). Pass a folder written by "
-                f"`save_pretrained` or `huggingface-cli download <repo> --local-dir <folder>`, "
+                f"`save_pretrained` or `hf download <repo> --local-dir <folder>`, "
                 f"or a hub id such as {next(iter(KNOWN_MODELS))!r}.\n(original error: {error})")
     gated = (info.gated if info else "deepfloyd" in model.lower())
     why = ("the hub is not reachable here (HF_HUB_OFFLINE / local_files_only is set)" if offline
@@ -158,11 +158,11 @@ def _missing_message(model: str, kind: str, offline: bool, error: BaseException)
     step = 1
     if gated:
         lines.append(f"  {step}. accept the license at https://huggingface.co/{model} (DeepFloyd IF is "
-                     "gated) and log in: `huggingface-cli login` (or set HF_TOKEN)")
+                     "gated) and log in: `hf auth login` (or set HF_TOKEN)")
         step += 1
-    lines.append(f"  {step}. `huggingface-cli download {model}` (fills the cache; copy "
+    lines.append(f"  {step}. `hf download {model}` (fills the cache; copy "
                  f"{_hub_cache()} here, or set HF_HOME to where it is)")
-    lines.append(f"     or `huggingface-cli download {model} --local-dir ./{model.split('/')[-1]}` "
+    lines.append(f"     or `hf download {model} --local-dir ./{model.split('/')[-1]}` "
                  "and pass that folder instead of the id")
     if kind == "controlnet":
         lines.append(f"  the ControlNet also needs its SD 1.5 base ({DEFAULT_SD15}) the same way")

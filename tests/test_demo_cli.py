@@ -48,4 +48,4 @@ def test_missing_weights_is_a_message_not_a_traceback(tmp_path, monkeypatch, cap
     rc = main(["wide", "--prompt", "a beach", "--out", str(tmp_path), "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert "stabilityai/stable-diffusion-2-base" in err and "huggingface-cli download" in err
+    assert "stabilityai/stable-diffusion-2-base" in err and "hf download" in err

@@ -361,11 +361,11 @@ def test_from_pretrained_if_roundtrip(if_pipes, tmp_path):
 
 
 @pytest.mark.parametrize("model,words", [
-    ("stabilityai/stable-diffusion-2-base", ["huggingface-cli download stabilityai/stable-diffusion-2-base",
+    ("stabilityai/stable-diffusion-2-base", ["hf download stabilityai/stable-diffusion-2-base",
                                              "--local-dir"]),
-    ("DeepFloyd/IF-I-M-v1.0", ["accept the license", "huggingface-cli login",
-                               "huggingface-cli download DeepFloyd/IF-I-M-v1.0"]),
-    ("lllyasviel/control_v11f1p_sd15_depth", ["huggingface-cli download lllyasviel/control_v11f1p_sd15_depth"]),
+    ("DeepFloyd/IF-I-M-v1.0", ["accept the license", "hf auth login",
+                               "hf download DeepFloyd/IF-I-M-v1.0"]),
+    ("lllyasviel/control_v11f1p_sd15_depth", ["hf download lllyasviel/control_v11f1p_sd15_depth"]),
 ])
 def test_missing_weights_error_says_how_to_get_them(model, words, tmp_path):
     with pytest.raises(ModelNotAvailableError) as e:
