@@ -132,12 +132,14 @@ class _DiffusionModel(torch.nn.Module):
 def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: float = 1e-3,
                     seed: int = 0, threads: int = 1, checkpoint_every: int = 200,
                     ema_decay: float = 0.999, p_uncond: float = 0.1, progress: bool = True,
-                    log=print, stop_at: int | None = None) -> dict:
+                    log=print, stop_at: int | None = None, finish_at: int | None = None) -> dict:
     """Trains the UNet and the text encoder jointly on eps-prediction MSE (cosine schedule,
     uniform timesteps, prompt dropout ``p_uncond`` for classifier-free guidance); keeps an EMA
     of the weights (decay ``min(ema_decay, (1+s)/(10+s))``). Writes ``out/pipeline`` (EMA
     weights, ``save_pretrained``) at the end. ``stop_at``: checkpoint and return after that
-    many steps (an interruption; calling again with the same settings resumes)."""
+    many steps (an interruption; calling again with the same settings resumes). ``finish_at``:
+    end the run after that many steps (the learning-rate schedule still follows ``steps``) and
+    write the pipeline as if it had finished."""
     from tqdm.auto import tqdm
 
     from syncsde.scenes.model import ScenesPipeline, build_pipeline
@@ -182,7 +184,8 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
     bar = tqdm(total=steps, initial=step, disable=not progress, desc="diffusion", mininterval=5)
     model.train()
     t_start = time.perf_counter() - elapsed
-    while step < steps:
+    last = steps if finish_at is None else min(int(finish_at), steps)
+    while step < last:
         x0, prompts = diffusion_batch(seed, step * batch, batch, p_uncond)
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + step)
         t = torch.randint(0, len(abar), (batch,), generator=g)
@@ -212,7 +215,7 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
             log(f"step {step} loss {np.mean(losses[-50:]):.4f} elapsed {elapsed:.0f}s")
-        if step % checkpoint_every == 0 or step == steps or step == stop_at:
+        if step % checkpoint_every == 0 or step == last or step == stop_at:
             checkpoint()
         if step == stop_at and step < steps:
             bar.close()
@@ -222,7 +225,8 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
     model.load_state_dict(ema)
     final = ScenesPipeline(model.unet, model.text_encoder, pipe.tokenizer, pipe.scheduler)
     save_pipeline(final, out / "pipeline")
-    summary = dict(settings, elapsed_s=elapsed, final_loss=float(np.mean(losses[-50:])) if losses else None)
+    summary = dict(settings, finished_at=step, elapsed_s=elapsed,
+                   final_loss=float(np.mean(losses[-50:])) if losses else meta and meta.get("losses", [None])[-1])
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -251,7 +255,8 @@ def save_pipeline(pipe, folder: str | Path) -> Path:
 # ---- classifier -------------------------------------------------------------------------------
 def train_classifier(out: str | Path, steps: int = 1500, batch: int = 64, lr: float = 2e-3,
                      seed: int = 1, threads: int = 1, checkpoint_every: int = 250,
-                     progress: bool = True, log=print, heldout: int = 2000) -> dict:
+                     progress: bool = True, log=print, heldout: int = 2000,
+                     finish_at: int | None = None) -> dict:
     """Trains :class:`~syncsde.scenes.classifier.SceneClassifier` on generator scenes (stream
     ``seed``); evaluates on ``heldout`` (2000) held-out scenes (stream ``seed + 1000``) and writes
     ``out/classifier``."""
@@ -279,7 +284,8 @@ def train_classifier(out: str | Path, steps: int = 1500, batch: int = 64, lr: fl
     bar = tqdm(total=steps, initial=step, disable=not progress, desc="classifier", mininterval=5)
     t_start = time.perf_counter() - elapsed
     model.train()
-    while step < steps:
+    last = steps if finish_at is None else min(int(finish_at), steps)
+    while step < last:
         x, y = classifier_batch(seed, step * batch, batch)
         for grp in opt.param_groups:
             grp["lr"] = _lr(step, lr, 100, steps)
@@ -293,7 +299,7 @@ def train_classifier(out: str | Path, steps: int = 1500, batch: int = 64, lr: fl
         bar.update(1)
         if step % 50 == 0:
             log(f"step {step} loss {np.mean(losses[-50:]):.4f} elapsed {elapsed:.0f}s")
-        if step % checkpoint_every == 0 or step == steps:
+        if step % checkpoint_every == 0 or step == last:
             ot, om = _optimizer_tensors(opt)
             _save_checkpoint(out, step, dict(_prefixed("model", model.state_dict()), **ot),
                              dict(settings, elapsed_s=elapsed, **om))
@@ -307,8 +313,8 @@ def train_classifier(out: str | Path, steps: int = 1500, batch: int = 64, lr: fl
     acc["flags"] = float(((logits[:, 10:] > 0) == (y[:, 10:] > 0.5)).float().mean())
     log(f"held-out accuracy: {acc}")
     save_classifier(model, out / "classifier", {"heldout_accuracy": acc, "train_seconds": elapsed,
-                                                "steps": steps})
-    summary = dict(settings, elapsed_s=elapsed, heldout_accuracy=acc)
+                                                "steps": steps, "finished_at": step})
+    summary = dict(settings, finished_at=step, elapsed_s=elapsed, heldout_accuracy=acc)
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -350,6 +356,8 @@ def install(diffusion: str | None, classifier: str | None) -> None:
             s = src.parent / f
             if s.is_file():
                 shutil.copy(s, tmp / f"training_{f}")
+        for f in tmp.rglob("*"):  # package data is world-readable (temp files are 0600)
+            f.chmod(0o755 if f.is_dir() else 0o644)
         if dst.exists():
             shutil.rmtree(dst)
         tmp.rename(dst)
@@ -368,6 +376,8 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--checkpoint-every", type=int, default=200)
+    d.add_argument("--finish-at", type=int, default=None,
+                   help="end after this many steps (the schedule still follows --steps)")
     d.add_argument("--quiet", action="store_true")
     c = sub.add_parser("classifier")
     c.add_argument("--out", required=True)
@@ -377,6 +387,8 @@ def main(argv=None) -> int:
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--checkpoint-every", type=int, default=250)
+    c.add_argument("--finish-at", type=int, default=None,
+                   help="end after this many steps (the schedule still follows --steps)")
     c.add_argument("--quiet", action="store_true")
     e = sub.add_parser("export", help="EMA weights of a diffusion run's last checkpoint -> pipeline")
     e.add_argument("--run", required=True)
@@ -388,10 +400,10 @@ def main(argv=None) -> int:
     log = (lambda s: None) if getattr(a, "quiet", False) else (lambda s: print(s, flush=True))
     if a.what == "diffusion":
         s = train_diffusion(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
-                            progress=not a.quiet, log=log)
+                            progress=not a.quiet, log=log, finish_at=a.finish_at)
     elif a.what == "classifier":
         s = train_classifier(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
-                             progress=not a.quiet, log=log)
+                             progress=not a.quiet, log=log, finish_at=a.finish_at)
     elif a.what == "export":
         print(export_checkpoint(a.run, a.out))
         return 0
