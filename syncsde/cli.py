@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_model_commands(sub)
+        from syncsde.mesh.cli import add_texture_command
+
+        add_texture_command(sub)
     return ap
 
 
