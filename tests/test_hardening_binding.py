@@ -397,3 +397,11 @@ def test_kernels_work_in_a_forked_child():
     r = run_isolated(FORK, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "child exit 0" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+def test_dihedral_index_map_refuses_negative_sizes():
+    """H - 1 overflowed for H = -2^63 (signed overflow, a UBSan report)."""
+    for H, W in ((-(2 ** 63), 4), (4, -1)):
+        with pytest.raises(ValueError, match="H and W must be >= 0"):
+            C.dihedral_index_map("rot180", H, W)
+    assert C.dihedral_index_map("rot180", 3, 5) == (-1, 0, 2, 0, -1, 4)

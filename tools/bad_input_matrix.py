@@ -819,6 +819,7 @@ def _spawn(start: int, stop: int, timeout: float) -> tuple:
     except subprocess.TimeoutExpired as e:
         rc, out, err = -9, (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), "timeout"
     results = {}
+    last_started = None
     for line in out.splitlines():
         try:
             d = json.loads(line)
@@ -826,7 +827,9 @@ def _spawn(start: int, stop: int, timeout: float) -> tuple:
             continue
         if "case" in d:
             results[d["case"]] = (d["outcome"], d["detail"])
-    return rc, results, err
+        elif "start" in d:
+            last_started = d["start"]
+    return rc, results, err, last_started
 
 
 def main(argv=None) -> int:
@@ -834,6 +837,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--list", action="store_true", help="print the case names")
     ap.add_argument("--only", default=None, help="run the cases whose name contains this")
+    ap.add_argument("--exclude", default=None, help="skip the cases whose name contains this")
     ap.add_argument("--batch", type=int, default=400, help="cases per worker subprocess")
     ap.add_argument("--jobs", type=int, default=2, help="worker subprocesses at once")
     ap.add_argument("--json", default=None, help="write every case's outcome to this file")
@@ -847,7 +851,8 @@ def main(argv=None) -> int:
         for i, c in enumerate(cases):
             print(i, c.kind, c.name)
         return 0
-    idx = [i for i, c in enumerate(cases) if args.only is None or args.only in c.name]
+    idx = [i for i, c in enumerate(cases) if (args.only is None or args.only in c.name)
+           and (args.exclude is None or args.exclude not in c.name)]
     t0 = time.time()
     results: dict = {}
     crashes: dict = {}
@@ -858,29 +863,34 @@ def main(argv=None) -> int:
         batches.append(chunk)
     from concurrent.futures import ThreadPoolExecutor
 
+    def run_alone(i, out):
+        rc1, res1, err1, _ = _spawn(i, i + 1, timeout=120)
+        if i in res1 and rc1 == 0:
+            out[i] = res1[i]
+        else:
+            tail = "\n".join(err1.strip().splitlines()[-6:])
+            out[i] = ("crash", f"exit {rc1}: {tail}")
+
     def run_batch(chunk):
-        todo = list(chunk)
+        # one worker over the batch; when it dies, the case it was running is re-run alone
+        # (a crash when it dies again) and a new worker resumes after it
+        wanted = set(chunk)
         out = {}
-        while todo:
-            # one worker over the remaining cases of this batch (they are contiguous or not:
-            # run them as [lo, hi) and keep those asked for)
-            lo, hi = todo[0], todo[-1] + 1
-            rc, res, err = _spawn(lo, hi, timeout=600)
-            for i, r in res.items():
-                if i in todo:
-                    out[i] = r
-            missing = [i for i in todo if i not in out]
-            if rc == 0 and not missing:
+        lo, hi = chunk[0], chunk[-1] + 1
+        while lo < hi:
+            rc, res, err, last = _spawn(lo, hi, timeout=600)
+            out.update({i: r for i, r in res.items() if i in wanted})
+            if rc == 0 and all(i in out for i in range(lo, hi) if i in wanted):
                 break
-            # the worker died: every case without a result runs alone
-            for i in missing:
-                rc1, res1, err1 = _spawn(i, i + 1, timeout=120)
-                if i in res1 and rc1 == 0:
-                    out[i] = res1[i]
-                else:
-                    tail = "\n".join(err1.strip().splitlines()[-6:])
-                    out[i] = ("crash", f"exit {rc1}: {tail}")
-            break
+            culprit = last if last is not None and last not in res else None
+            if culprit is None:  # died before or between cases: run what is left one by one
+                for i in range(lo, hi):
+                    if i in wanted and i not in out:
+                        run_alone(i, out)
+                break
+            if culprit in wanted:
+                run_alone(culprit, out)
+            lo = culprit + 1
         return out
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:

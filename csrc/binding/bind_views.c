@@ -141,7 +141,11 @@ py_dihedral_index_map(PyObject *self, PyObject *args)
         return NULL;
     }
     int64_t m[6];
-    ssde_dihedral_index_map(op, H, W, m);
+    if (ssde_dihedral_index_map(op, H, W, m) != SSDE_OK) {
+        PyErr_Format(PyExc_ValueError,
+                     "dihedral_index_map: H and W must be >= 0; got H=%lld, W=%lld", H, W);
+        return NULL;
+    }
     return Py_BuildValue("(LLLLLL)", (long long)m[0], (long long)m[1], (long long)m[2],
                          (long long)m[3], (long long)m[4], (long long)m[5]);
 }

@@ -143,7 +143,7 @@ ssde_dihedral_index_map(int op, int64_t H, int64_t W, int64_t m[6])
         {0, 1, 1, 0},   /* transpose:     (j, i) */
         {0, -1, -1, 0}, /* antitranspose: (H-1-j, W-1-i) */
     };
-    if (op < 0 || op >= SSDE_DIH_COUNT) {
+    if (op < 0 || op >= SSDE_DIH_COUNT || H < 0 || W < 0) {
         return SSDE_ERR_VALUE;
     }
     m[0] = lin[op][0];
@@ -306,7 +306,12 @@ ssde_dihedral(ssde_tensor *out, const ssde_tensor *in, int op)
 int64_t
 ssde_skew_shift(double factor, int64_t H, int64_t w)
 {
-    return (int64_t)(factor * (double)(w - H / 2));
+    double d = factor * (double)(w - H / 2);
+    /* saturate instead of an undefined conversion (ssde_skew refuses such factors first) */
+    if (!(d > -PM_MAX_SHIFT)) {
+        return d != d ? 0 : -(int64_t)PM_MAX_SHIFT;
+    }
+    return d < PM_MAX_SHIFT ? (int64_t)d : (int64_t)PM_MAX_SHIFT;
 }
 
 /* Row i of a plane: o[i osh + w osw] = s[i ish + lo[w] - (i >= thr[w] ? wrap : 0)]. */

@@ -220,7 +220,7 @@ ssde_tensor_layout_problem(const ssde_tensor *t)
         }
         *side += span;
     }
-    if (below + above > SSDE_MAX_EXTENT_BYTES - item) {
+    if (below > SSDE_MAX_EXTENT_BYTES - item - above) { /* below + above + item, no overflow */
         return SSDE_LAYOUT_EXTENT_OVERFLOW;
     }
     if (empty) {

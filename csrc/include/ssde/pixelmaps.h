@@ -52,7 +52,7 @@ int ssde_dihedral_inverse(int op);
 
 /* The integer index map of `op` on an H x W input, in the form taken by
  * ssde_index_map2d: out[i,j] = in[m[0] i + m[1] j + m[2], m[3] i + m[4] j + m[5]].
- * Returns SSDE_ERR_VALUE for an unknown op. */
+ * Returns SSDE_ERR_VALUE for an unknown op or a negative H or W. */
 int ssde_dihedral_index_map(int op, int64_t H, int64_t W, int64_t m[6]);
 
 /* out[..., i, j] = in[..., m[0] i + m[1] j + m[2], m[3] i + m[4] j + m[5]] for
