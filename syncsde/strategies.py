@@ -205,3 +205,9 @@ def make_strategy(spec: str | Strategy, **kwargs) -> Strategy:
     if spec not in STRATEGIES:
         raise ValueError(f"unknown strategy {spec!r}; expected one of {sorted(STRATEGIES)}")
     return STRATEGIES[spec](**kwargs)
+
+# gradient-based strategies live in syncsde.guidance (they subclass the classes above)
+from syncsde.guidance.syncdiffusion import SyncDiffusion  # noqa: E402
+from syncsde.guidance.syncvc import SyncVC  # noqa: E402
+STRATEGIES["syncdiffusion"] = SyncDiffusion
+STRATEGIES["syncvc"] = SyncVC
