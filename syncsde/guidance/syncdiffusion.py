@@ -19,7 +19,7 @@ the gradient of the sum is the per-window gradient).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -57,9 +57,9 @@ class SyncDiffusion(MultiDiffusion):
     grad_through: str = "model"
     refresh: bool = True
     name: str = "syncdiffusion"
-    costs: Costs = field(default_factory=Costs, init=False, repr=False)
 
     def __post_init__(self):
+        self.costs = Costs()  # not a field: a run's description must not depend on it
         self.weight = check_nonneg(self.weight, "weight")
         d = self.decay
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:

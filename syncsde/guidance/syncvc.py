@@ -31,7 +31,7 @@ the step is SyncSDE's (the coupling term of Eq. 6) from the controlled states; w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -76,9 +76,9 @@ class SyncVC(SyncSDE):
     decode: Callable | None = None
     grad_through: str = "tweedie"
     name: str = "syncvc"
-    costs: Costs = field(default_factory=Costs, init=False, repr=False)
 
     def __post_init__(self):
+        self.costs = Costs()  # not a field: a run's description must not depend on it
         super().__post_init__()
         if self.iterations is not None:
             self.iterations = check_int(self.iterations, "iterations", 0)
