@@ -1,0 +1,5 @@
+import sys
+
+from syncsde.eval.cli import main
+
+sys.exit(main())

@@ -1,0 +1,259 @@
+"""Evaluation configs (TOML) -> a checked, normalized plan of work items.
+
+A config names the model, the sampling settings, the strategies (with options), and the tasks;
+each task has prompts (or a prompt file), the strategies it runs, samples per prompt, a reference
+set and the metrics. See ``docs/evaluation.md`` for every key and ``configs/scenes_small.toml``.
+
+Every image to make is an :class:`Item`. Its seed depends only on (config seed, task, prompt,
+strategy, index), never on sharding or order; its ``item_hash`` fingerprints everything that
+determines its pixels (model, task settings, strategy and options, prompt, seed), so a resumed or
+changed run reuses exactly the images that are still right.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["EvalConfigError", "Item", "EvalConfig", "load_config", "TASK_KINDS", "METRICS",
+           "REFERENCE", "sample_seed"]
+
+TASK_KINDS = ("wide",)
+METRICS = ("kid", "fid", "clip", "intra_lpips", "intra_style", "hsv", "seam_jump")
+REFERENCE = "reference"  # the strategy name of reference-set items
+_TOP_KEYS = {"name", "model", "seed", "num_inference_steps", "guidance_scale", "samples_per_prompt",
+             "feature_net", "kid_subsets", "kid_subset_size", "strategies", "tasks", "threads"}
+_TASK_KEYS = {"name", "kind", "prompts", "prompt_file", "strategies", "samples_per_prompt",
+              "height", "width", "window", "stride", "reference", "metrics",
+              "num_inference_steps", "guidance_scale"}
+_REF_KEYS = {"source", "per_prompt", "folder", "height", "width"}
+
+
+class EvalConfigError(ValueError):
+    """A config that cannot be run (the message names the key)."""
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def sample_seed(base_seed: int, task: str, prompt: str, strategy: str, index: int) -> int:
+    """A 31-bit seed from (config seed, task, prompt, strategy, index) only."""
+    h = hashlib.sha256(json.dumps([int(base_seed), task, prompt, strategy, int(index)]).encode())
+    return int.from_bytes(h.digest()[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class Item:
+    task: str
+    strategy: str           # a strategy label of the config, or REFERENCE
+    prompt_index: int
+    prompt: str
+    index: int
+    seed: int
+    item_hash: str
+    file: str               # relative to the output folder
+
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.strategy, self.prompt_index, self.index)
+
+
+@dataclass
+class EvalConfig:
+    raw: dict               # the normalized config (what the hash covers)
+    path: str
+    tasks: list[dict] = field(default_factory=list)
+
+    @property
+    def config_hash(self) -> str:
+        return _hash(self.generation_part())
+
+    def generation_part(self) -> dict:
+        """Everything that decides pixels (metrics and feature nets left out)."""
+        r = {k: v for k, v in self.raw.items() if k not in ("feature_net", "kid_subsets",
+                                                              "kid_subset_size", "threads")}
+        r["tasks"] = [{k: v for k, v in t.items() if k != "metrics"} for t in self.raw["tasks"]]
+        return r
+
+    def items(self) -> list[Item]:
+        out: list[Item] = []
+        for t in self.tasks:
+            for label in t["strategies"] + ([REFERENCE] if t["reference"]["source"] != "folder" else []):
+                n = t["reference"]["per_prompt"] if label == REFERENCE else t["samples_per_prompt"]
+                for pi, prompt in enumerate(t["prompts"]):
+                    for i in range(n):
+                        seed = sample_seed(self.raw["seed"], t["name"], prompt, label, i)
+                        fp = {"model": self.raw["model"], "task": _task_settings(t, label),
+                              "strategy": None if label == REFERENCE else self.raw["strategies"][label],
+                              "prompt": prompt, "seed": seed}
+                        out.append(Item(t["name"], label, pi, prompt, i, seed, _hash(fp)[:32],
+                                        f"images/{t['name']}/{label}/p{pi:03d}_{i:04d}.png"))
+        return sorted(out, key=lambda it: it.key)
+
+
+def _task_settings(t: dict, label: str) -> dict:
+    keys = ("kind", "height", "width", "window", "stride", "num_inference_steps", "guidance_scale")
+    s = {k: t[k] for k in keys}
+    if label == REFERENCE:
+        s = {"reference": t["reference"], "num_inference_steps": t["num_inference_steps"],
+             "guidance_scale": t["guidance_scale"]}
+    return s
+
+
+def _need(d: dict, key: str, types, where: str):
+    if key not in d:
+        raise EvalConfigError(f"{where}: missing key {key!r}")
+    v = d[key]
+    if not isinstance(v, types):
+        raise EvalConfigError(f"{where}.{key}: expected {getattr(types, '__name__', types)}, got {v!r}")
+    return v
+
+
+def _int(d: dict, key: str, default: Any, where: str, low: int = 1) -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise EvalConfigError(f"{where}.{key}: expected an integer >= {low}, got {v!r}")
+    return v
+
+
+def _unknown(d: dict, allowed: set, where: str) -> None:
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise EvalConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(allowed)}")
+
+
+def load_config(path: str | os.PathLike) -> EvalConfig:
+    """Reads and checks a TOML config; raises :class:`EvalConfigError` naming the bad key."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvalConfigError(f"config {str(path)!r} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise EvalConfigError(f"config {str(path)!r} is not valid TOML: {e}") from None
+    return config_from_dict(raw, str(p))
+
+
+def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
+    from syncsde.strategies import STRATEGIES
+
+    where = "config"
+    _unknown(raw, _TOP_KEYS, where)
+    cfg: dict[str, Any] = {
+        "name": str(raw.get("name", Path(path).stem)),
+        "model": str(raw.get("model", "scenes")),
+        "seed": _int(raw, "seed", 0, where, 0),
+        "num_inference_steps": _int(raw, "num_inference_steps", 25, where),
+        "guidance_scale": float(raw.get("guidance_scale", 3.0)),
+        "samples_per_prompt": _int(raw, "samples_per_prompt", 4, where),
+        "feature_net": raw.get("feature_net", "scenes"),
+        "kid_subsets": _int(raw, "kid_subsets", 100, where),
+        "kid_subset_size": _int(raw, "kid_subset_size", 1000, where, 2),
+        "threads": _int(raw, "threads", 0, where, 0),
+    }
+    strategies = raw.get("strategies")
+    if not isinstance(strategies, dict) or not strategies:
+        raise EvalConfigError(f"{where}: [strategies.LABEL] tables are required (name = one of "
+                              f"{sorted(STRATEGIES)}, options = {{...}})")
+    cfg["strategies"] = {}
+    for label, s in strategies.items():
+        w = f"strategies.{label}"
+        if label == REFERENCE:
+            raise EvalConfigError(f"{w}: the label {REFERENCE!r} is reserved for reference sets")
+        if not isinstance(s, dict):
+            raise EvalConfigError(f"{w}: expected a table, got {s!r}")
+        _unknown(s, {"name", "options"}, w)
+        name = s.get("name", label)
+        if name not in STRATEGIES:
+            raise EvalConfigError(f"{w}.name: unknown strategy {name!r}; expected one of {sorted(STRATEGIES)}")
+        opts = s.get("options", {})
+        if not isinstance(opts, dict):
+            raise EvalConfigError(f"{w}.options: expected a table, got {opts!r}")
+        cfg["strategies"][label] = {"name": name, "options": opts}
+    tasks = raw.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise EvalConfigError(f"{where}: at least one [[tasks]] table is required")
+    cfg["tasks"] = []
+    names = set()
+    base = Path(path).parent
+    for k, t in enumerate(tasks):
+        w = f"tasks[{k}]"
+        if not isinstance(t, dict):
+            raise EvalConfigError(f"{w}: expected a table")
+        _unknown(t, _TASK_KEYS, w)
+        kind = t.get("kind", "wide")
+        if kind not in TASK_KINDS:
+            raise EvalConfigError(f"{w}.kind: expected one of {TASK_KINDS}, got {kind!r}")
+        name = str(t.get("name", kind))
+        if name in names or "/" in name or not name:
+            raise EvalConfigError(f"{w}.name: {name!r} is empty, repeated or has a '/'")
+        names.add(name)
+        if "prompts" in t and "prompt_file" in t:
+            raise EvalConfigError(f"{w}: give prompts or prompt_file, not both")
+        if "prompt_file" in t:
+            pf = Path(os.path.expanduser(str(t["prompt_file"])))
+            pf = pf if pf.is_absolute() else base / pf
+            if not pf.is_file():
+                raise EvalConfigError(f"{w}.prompt_file: {str(pf)!r} not found")
+            prompts = [ln.strip() for ln in pf.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        else:
+            prompts = _need(t, "prompts", list, w)
+        if not prompts or not all(isinstance(q, str) and q.strip() for q in prompts):
+            raise EvalConfigError(f"{w}.prompts: expected a non-empty list of non-empty strings")
+        if len(set(prompts)) != len(prompts):
+            raise EvalConfigError(f"{w}.prompts: repeated prompts")
+        strat = t.get("strategies", list(cfg["strategies"]))
+        if not isinstance(strat, list) or not strat:
+            raise EvalConfigError(f"{w}.strategies: expected a non-empty list of strategy labels")
+        for s in strat:
+            if s not in cfg["strategies"]:
+                raise EvalConfigError(f"{w}.strategies: {s!r} is not a [strategies.*] label "
+                                      f"({sorted(cfg['strategies'])})")
+        height = _int(t, "height", 32, w)
+        width = _int(t, "width", 4 * height, w)
+        window = _int(t, "window", height, w)
+        stride = _int(t, "stride", max(1, window // 4), w)
+        if window > width:
+            raise EvalConfigError(f"{w}.window: {window} is wider than the image ({width})")
+        ref = t.get("reference", {"source": "model"})
+        if not isinstance(ref, dict):
+            raise EvalConfigError(f"{w}.reference: expected a table")
+        _unknown(ref, _REF_KEYS, f"{w}.reference")
+        src = ref.get("source", "model")
+        if src not in ("model", "generator", "folder"):
+            raise EvalConfigError(f"{w}.reference.source: expected 'model', 'generator' or "
+                                  f"'folder', got {src!r}")
+        r = {"source": src, "per_prompt": _int(ref, "per_prompt", 8, f"{w}.reference"),
+             "height": _int(ref, "height", height, f"{w}.reference"),
+             "width": _int(ref, "width", window if kind == "wide" else width, f"{w}.reference")}
+        if src == "folder":
+            folder = ref.get("folder")
+            if not isinstance(folder, str):
+                raise EvalConfigError(f"{w}.reference.folder: required with source = 'folder'")
+            fp = Path(os.path.expanduser(folder))
+            fp = fp if fp.is_absolute() else base / fp
+            if not fp.is_dir():
+                raise EvalConfigError(f"{w}.reference.folder: {str(fp)!r} is not a folder")
+            r["folder"] = str(fp)
+        if src == "generator" and cfg["model"] != "scenes":
+            raise EvalConfigError(f"{w}.reference.source: 'generator' is the scenes model's ground "
+                                  "truth; it needs model = 'scenes'")
+        metrics = t.get("metrics", list(METRICS))
+        if not isinstance(metrics, list) or not all(m in METRICS for m in metrics):
+            raise EvalConfigError(f"{w}.metrics: expected a list of {METRICS}, got {metrics!r}")
+        if width < 2 * height and any(m in ("intra_lpips", "intra_style", "hsv") for m in metrics):
+            raise EvalConfigError(f"{w}.metrics: intra_lpips, intra_style and hsv need at least "
+                                  f"two crops (width >= 2 height)")
+        cfg["tasks"].append({
+            "name": name, "kind": kind, "prompts": prompts, "strategies": strat,
+            "samples_per_prompt": _int(t, "samples_per_prompt", cfg["samples_per_prompt"], w),
+            "height": height, "width": width, "window": window, "stride": stride,
+            "num_inference_steps": _int(t, "num_inference_steps", cfg["num_inference_steps"], w),
+            "guidance_scale": float(t.get("guidance_scale", cfg["guidance_scale"])),
+            "reference": r, "metrics": metrics})
+    return EvalConfig(cfg, path, cfg["tasks"])

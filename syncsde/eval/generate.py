@@ -1,0 +1,81 @@
+"""Making one image of a work item: a strategy's wide image, or a reference image (the model's
+plain sample at the window size, as the papers do, or the scenes generator's ground truth)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from syncsde.eval.config import REFERENCE, EvalConfig, Item
+
+__all__ = ["ItemMaker", "to_png_image", "load_png"]
+
+
+def to_png_image(x: torch.Tensor):
+    """``[3, H, W]`` in [0, 1] -> an 8-bit RGB PIL image."""
+    from PIL import Image
+
+    a = (x.detach().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(a, "RGB")
+
+
+def load_png(path: str | Path) -> torch.Tensor:
+    """An image file -> ``[3, H, W]`` float in [0, 1]."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+
+
+class ItemMaker:
+    """Loads the model once (lazily) and makes the image of any item of ``cfg``."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        self.tasks = {t["name"]: t for t in cfg.tasks}
+        self._pipe = None
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            from syncsde.models import load_pipeline
+
+            self._pipe = load_pipeline(self.cfg.raw["model"])
+            if hasattr(self._pipe, "set_progress_bar_config"):
+                self._pipe.set_progress_bar_config(disable=True)
+        return self._pipe
+
+    def make(self, item: Item) -> torch.Tensor:
+        t = self.tasks[item.task]
+        if item.strategy == REFERENCE:
+            return self._reference(t, item)
+        from syncsde.pipelines import wide_image
+
+        s = self.cfg.raw["strategies"][item.strategy]
+        res = wide_image(self.pipe, item.prompt, height=t["height"], width=t["width"],
+                         window=t["window"], stride=t["stride"], strategy=s["name"],
+                         strategy_options=dict(s["options"]),
+                         num_inference_steps=t["num_inference_steps"],
+                         guidance_scale=t["guidance_scale"], seed=item.seed, progress=False)
+        return res.tensors[0].float().cpu()
+
+    def _reference(self, t: dict, item: Item) -> torch.Tensor:
+        ref = t["reference"]
+        H, W = ref["height"], ref["width"]
+        if ref["source"] == "generator":
+            from syncsde.scenes.generator import render
+            from syncsde.scenes.vocab import parse_prompt
+
+            rng = np.random.default_rng(item.seed)
+            img = render(parse_prompt(item.prompt).sample_spec(rng), H, W, rng).image
+            return torch.from_numpy(np.ascontiguousarray(img)).float().permute(2, 0, 1)
+        g = torch.Generator().manual_seed(item.seed)
+        out = self.pipe([item.prompt], num_inference_steps=t["num_inference_steps"],
+                        guidance_scale=t["guidance_scale"], generator=g, height=H, width=W)
+        if isinstance(out, torch.Tensor):        # the scenes pipeline returns [B, 3, H, W]
+            return out[0].float().cpu()
+        images = getattr(out, "images", out)     # a diffusers pipeline output (PIL images)
+        a = np.asarray(images[0].convert("RGB"), dtype=np.float32) / 255.0
+        return torch.from_numpy(a).permute(2, 0, 1).contiguous()

@@ -1,0 +1,190 @@
+"""``syncsde eval``: generate (sharded, resumable), merge, score.
+
+1. Every process reads the config; rank 0 compares it with ``OUT/eval_config.json`` (a different
+   config is refused unless ``force`` — reuse the images whose items are unchanged — or ``new`` —
+   delete the previous images and manifest first), then writes it.
+2. Items (sorted by task, strategy, prompt, index) are dealt round-robin over the processes
+   (``accelerate launch`` sets them; one process otherwise). Each process makes its items that
+   have no valid manifest entry: image written atomically, then a fsynced log line.
+3. After a barrier rank 0 merges the logs into ``manifest.jsonl``, removes stray files, scores
+   every task and writes ``results/{task}.csv|.md`` and the plots.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+from syncsde.eval.config import REFERENCE, EvalConfigError, load_config
+from syncsde.eval.manifest import (MANIFEST, LOG_DIR, append_entry, remove_logs, sha256_file,
+                                   valid_entries, write_merged)
+
+__all__ = ["run_eval", "Distributed", "shard"]
+
+CONFIG_FILE = "eval_config.json"
+
+
+class Distributed:
+    """Rank, world size and a barrier from accelerate's ``PartialState`` when it is installed
+    (single process otherwise)."""
+
+    def __init__(self, use_accelerate: bool = True):
+        self.state = None
+        if use_accelerate:
+            try:
+                from accelerate import PartialState
+            except ImportError:
+                PartialState = None
+            if PartialState is not None:
+                self.state = PartialState(cpu=True, timeout=timedelta(hours=72)) \
+                    if _launched() else PartialState(cpu=True)
+        self.rank = self.state.process_index if self.state else 0
+        self.world = self.state.num_processes if self.state else 1
+
+    def barrier(self) -> None:
+        if self.state is not None and self.world > 1:
+            self.state.wait_for_everyone()
+
+
+def _launched() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def cfg_task_source(cfg, task: str) -> str:
+    return next(t["reference"]["source"] for t in cfg.tasks if t["name"] == task)
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    """Item ``i`` of the sorted list goes to process ``i % world``."""
+    return [it for i, it in enumerate(items) if i % world == rank]
+
+
+def _clean_temp_files(out: Path) -> None:
+    img = out / "images"
+    if img.is_dir():
+        for p in img.rglob(".*.tmp*"):
+            p.unlink(missing_ok=True)
+
+
+def _check_config(cfg, out: Path, force: bool, new: bool, rank: int) -> None:
+    from syncsde.checkpoint import run_differences
+
+    saved = out / CONFIG_FILE
+    if not saved.exists():
+        return
+    try:
+        prev = json.loads(saved.read_text(encoding="utf-8"))
+        prev_hash, prev_cfg = prev["config_hash"], prev["generation"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        prev_hash, prev_cfg = None, {}
+    if prev_hash == cfg.config_hash:
+        return
+    if new:
+        if rank == 0:
+            for name in ("images", LOG_DIR, "results"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / MANIFEST).unlink(missing_ok=True)
+        return
+    if force:
+        return
+    cur = cfg.generation_part()
+    diffs = run_differences(prev_cfg, cur) if prev_cfg else ["eval_config.json is unreadable"]
+    diffs = [d.replace("checkpoint ", "previous ") for d in diffs]
+    raise EvalConfigError(
+        f"{str(out)!r} holds results of another config ({'; '.join(diffs[:6])}); pass --force to "
+        "keep the images whose items did not change, or --new to delete them and start over")
+
+
+def _feature_nets(cfg) -> dict:
+    from syncsde.metrics.clip_score import ScenesPromptEmbedder
+    from syncsde.metrics.features import load_feature_net
+
+    feats = load_feature_net(cfg.raw["feature_net"])
+    return {"features": feats, "lpips": feats, "style": feats,
+            "clip": ScenesPromptEmbedder(feats if hasattr(feats, "attribute_probabilities") else None)}
+
+
+def run_eval(config: str, out: str, force: bool = False, new: bool = False, progress: bool = True,
+             nets: dict | None = None, dist: Distributed | None = None,
+             after_item: Callable[[int], None] | None = None) -> dict:
+    """Runs (or resumes) an evaluation; returns ``{task: rows}`` on rank 0, ``{}`` elsewhere."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from syncsde.atomic import atomic_save_png, atomic_write_json, check_output_dir
+    from syncsde.eval.generate import ItemMaker, to_png_image
+
+    if force and new:
+        raise ValueError("--force and --new exclude each other")
+    cfg = load_config(config)
+    dist = dist or Distributed()
+    out_dir = check_output_dir(out)
+    if cfg.raw["threads"]:
+        torch.set_num_threads(cfg.raw["threads"])
+    _check_config(cfg, out_dir, force, new, dist.rank)
+    if dist.rank == 0:
+        _clean_temp_files(out_dir)
+        atomic_write_json(out_dir / CONFIG_FILE, {"config_hash": cfg.config_hash,
+                                                  "generation": cfg.generation_part(),
+                                                  "config": cfg.raw})
+    dist.barrier()
+
+    items = cfg.items()
+    by_key = {it.key: it for it in items}
+    mine = shard(items, dist.rank, dist.world)
+    done = valid_entries(out_dir, {it.key: it for it in mine})
+    todo = [it for it in mine if it.key not in done]
+    maker = ItemMaker(cfg)
+    if any(it.strategy != REFERENCE or cfg_task_source(cfg, it.task) == "model" for it in todo):
+        maker.pipe  # load the model before the clock starts: seconds are per image
+    bar = tqdm(todo, desc=f"generate [{dist.rank}/{dist.world}]", unit="img", disable=not progress,
+               position=dist.rank, dynamic_ncols=True)
+    for k, it in enumerate(bar):
+        bar.set_postfix_str(f"{it.task}/{it.strategy}", refresh=False)
+        t0 = time.perf_counter()
+        img = maker.make(it)
+        seconds = time.perf_counter() - t0
+        path = out_dir / it.file
+        atomic_save_png(to_png_image(img), path)
+        append_entry(out_dir, dist.rank, {
+            "config_hash": cfg.config_hash, "item_hash": it.item_hash, "task": it.task,
+            "prompt": it.prompt, "prompt_index": it.prompt_index, "strategy": it.strategy,
+            "index": it.index, "seed": it.seed, "file": it.file, "sha256": sha256_file(path),
+            "seconds": round(seconds, 4)})
+        if after_item is not None:
+            after_item(k)
+    dist.barrier()
+    if dist.rank != 0:
+        return {}
+
+    entries = valid_entries(out_dir, by_key)
+    missing = [k for k in by_key if k not in entries]
+    if missing:
+        raise RuntimeError(f"{len(missing)} items have no valid image after generation, e.g. {missing[0]}")
+    write_merged(out_dir, entries)
+    remove_logs(out_dir)
+    keep = {out_dir / e["file"] for e in entries.values()}
+    for p in (out_dir / "images").rglob("*"):
+        if p.is_file() and p not in keep:
+            p.unlink()
+    nets = nets or _feature_nets(cfg)
+    results = {}
+    from syncsde.eval.score import score_task, write_tables
+
+    for task in cfg.tasks:
+        rows = score_task(cfg, task, out_dir, entries, nets)
+        header = (f"**{cfg.raw['name']} / {task['name']}**: {task['kind']} "
+                  f"{task['height']}x{task['width']} (window {task['window']}, stride "
+                  f"{task['stride']}), {len(task['prompts'])} prompts x "
+                  f"{task['samples_per_prompt']} samples, {task['num_inference_steps']} steps, "
+                  f"CFG {task['guidance_scale']}, model {cfg.raw['model']}; features: "
+                  f"{getattr(nets['features'], 'name', type(nets['features']).__name__)}; "
+                  f"reference: {task['reference']['source']}")
+        write_tables(task, rows, out_dir / "results", header)
+        results[task["name"]] = rows
+    return results

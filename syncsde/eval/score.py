@@ -1,0 +1,204 @@
+"""Scoring a finished task: metrics per strategy -> CSV, Markdown table and plots.
+
+Conventions (docs/evaluation.md):
+
+- FID / KID: one random ``height x window`` crop per wide image (position drawn from the item's
+  seed), as SyncDiffusion scores panoramas, against the reference set, pooled over prompts;
+  KID x 1e3 with the std over subsets.
+- CLIP-S: mean over the non-overlapping ``height x height`` crops of each image, then over
+  images; raw cosine and x100 (clipped at 0), labelled; with the scenes stand-in also the
+  classifier's prompt agreement rate.
+- Intra-LPIPS, Intra-Style-L (sum over pairs = SyncDiffusion's code, and mean over pairs), HSV
+  histogram intersection / chi-square distance, seam jump at the task's window seams.
+- ``s / image``: mean generation seconds from the manifest (per process, as generated).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from syncsde.eval.config import REFERENCE, EvalConfig
+from syncsde.eval.generate import load_png
+
+__all__ = ["score_task", "write_tables", "COLUMNS", "load_reference_folder"]
+
+COLUMNS = {
+    "kid": ["KID x1e3", "KID x1e3 std"],
+    "fid": ["FID"],
+    "clip": ["CLIP-S (cos)", "CLIP-S x100", "prompt agreement"],
+    "intra_lpips": ["Intra-LPIPS"],
+    "intra_style": ["Intra-Style-L (sum over pairs)", "Intra-Style-L (mean over pairs)"],
+    "hsv": ["HSV intersection", "HSV chi2 distance"],
+    "seam_jump": ["seam jump", "seam jump ratio"],
+}
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def load_reference_folder(folder: str, height: int, width: int) -> torch.Tensor:
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in _IMAGE_EXT)
+    if len(files) < 2:
+        raise ValueError(f"reference folder {folder!r} has fewer than 2 images")
+    out = []
+    for p in files:
+        x = load_png(p).unsqueeze(0)
+        if x.shape[-2:] != (height, width):
+            x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True,
+                              align_corners=False).clamp(0, 1)
+        out.append(x[0])
+    return torch.stack(out)
+
+
+def _batched(fn, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def score_task(cfg: EvalConfig, task: dict, out: Path, entries: dict, nets: dict) -> list[dict]:
+    """One row per strategy of ``task``. ``nets``: ``features`` (FID/KID), ``lpips``, ``style``
+    (feature-map networks), ``clip`` (an embedder) and optionally ``lpips_heads``."""
+    from syncsde.metrics import coherence
+    from syncsde.metrics.clip_score import clip_score, prompt_agreement_rate
+    from syncsde.metrics.fid_kid import KID_SCALE, fid, kid
+
+    name, H, win = task["name"], task["height"], task["window"]
+    metrics = task["metrics"]
+    mine = {k: e for k, e in entries.items() if k[0] == name}
+
+    def images_of(label: str) -> tuple[list[torch.Tensor], list[dict]]:
+        es = [mine[k] for k in sorted(mine) if k[1] == label]
+        return [load_png(out / e["file"]) for e in es], es
+
+    need_ref = any(m in metrics for m in ("kid", "fid"))
+    if need_ref:
+        ref = task["reference"]
+        if ref["source"] == "folder":
+            ref_imgs = load_reference_folder(ref["folder"], ref["height"], ref["width"])
+        else:
+            ref_imgs = torch.stack(images_of(REFERENCE)[0])
+        ref_feats = _batched(nets["features"].features, ref_imgs).double().numpy()
+    rows = []
+    for label in task["strategies"]:
+        imgs, es = images_of(label)
+        row: dict[str, Any] = {"strategy": label, "n": len(imgs),
+                               "s / image": float(np.mean([e["seconds"] for e in es]))}
+        if need_ref:
+            crops = []
+            for img, e in zip(imgs, es):
+                x0 = int(np.random.default_rng(e["seed"]).integers(0, img.shape[-1] - win + 1))
+                crops.append(img[:, :, x0:x0 + win])
+            feats = _batched(nets["features"].features, torch.stack(crops)).double().numpy()
+            if "kid" in metrics:
+                m, s = kid(feats, ref_feats, cfg.raw["kid_subsets"], cfg.raw["kid_subset_size"],
+                           seed=cfg.raw["seed"])
+                row["KID x1e3"], row["KID x1e3 std"] = m * KID_SCALE, s * KID_SCALE
+            if "fid" in metrics:
+                row["FID"] = fid(feats, ref_feats)
+        if "clip" in metrics:
+            emb = nets["clip"]
+            cos, prompts_c, crops_c = [], [], []
+            for img, e in zip(imgs, es):
+                c = coherence.crops(img, H)
+                crops_c.append(c)
+                prompts_c += [e["prompt"]] * len(c)
+                cos.append(clip_score(emb.embed_images(c), emb.embed_texts([e["prompt"]] * len(c))).mean())
+            cos_t = torch.stack(cos).double()
+            row["CLIP-S (cos)"] = float(cos_t.mean())
+            row["CLIP-S x100"] = float((100 * cos_t).clamp_min(0).mean())
+            if hasattr(nets["features"], "attribute_probabilities"):
+                row["prompt agreement"] = prompt_agreement_rate(torch.cat(crops_c), prompts_c,
+                                                                nets["features"])
+        if "intra_lpips" in metrics:
+            row["Intra-LPIPS"] = coherence.intra_lpips(imgs, nets["lpips"], H, nets.get("lpips_heads"))
+        if "intra_style" in metrics:
+            st = coherence.intra_style(imgs, nets["style"], H)
+            row["Intra-Style-L (sum over pairs)"] = st["sum"]
+            row["Intra-Style-L (mean over pairs)"] = st["mean"]
+        if "hsv" in metrics:
+            hs = coherence.hsv_coherence(imgs, H)
+            row["HSV intersection"], row["HSV chi2 distance"] = hs["intersection"], hs["distance"]
+        if "seam_jump" in metrics:
+            sj = coherence.seam_jump(imgs, coherence.window_seams(task["width"], win, task["stride"]))
+            row["seam jump"], row["seam jump ratio"] = sj["jump"], sj["ratio"]
+        rows.append(row)
+    return rows
+
+
+def _columns(task: dict, rows: Sequence[dict]) -> list[str]:
+    cols = ["strategy", "n"]
+    for m in task["metrics"]:
+        cols += [c for c in COLUMNS[m] if any(c in r for r in rows)]
+    return cols + ["s / image"]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.3e}"
+    return str(v)
+
+
+def write_tables(task: dict, rows: Sequence[dict], folder: Path, header: str) -> dict:
+    """``{task}.csv`` (full precision), ``{task}.md`` (4 significant digits) and two plots."""
+    from syncsde.atomic import atomic_write_text
+
+    cols = _columns(task, rows)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: (repr(r[c]) if isinstance(r.get(c), float) else r.get(c, "")) for c in cols})
+    name = task["name"]
+    paths = {"csv": atomic_write_text(folder / f"{name}.csv", buf.getvalue())}
+    md = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    paths["md"] = atomic_write_text(folder / f"{name}.md", "\n".join(md) + "\n")
+    paths.update(_plots(task, rows, cols, folder))
+    return paths
+
+
+def _plots(task: dict, rows: Sequence[dict], cols: list[str], folder: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from syncsde.atomic import atomic_savefig
+
+    metric_cols = [c for c in cols if c not in ("strategy", "n") and not c.endswith("std")]
+    labels = [r["strategy"] for r in rows]
+    n = len(metric_cols)
+    ncol = min(4, n)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    for ax, c in zip(axes.flat, metric_cols):
+        ax.bar(labels, [float(r.get(c, float("nan"))) for r in rows],
+               yerr=[float(r.get("KID x1e3 std", 0)) for r in rows] if c == "KID x1e3" else None,
+               color="tab:blue")
+        ax.set_title(c, fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(f"{task['name']}: metric vs strategy", fontsize=10)
+    fig.tight_layout()
+    out = {"metrics_plot": atomic_savefig(fig, folder / f"{task['name']}_metrics.png", dpi=110)}
+    plt.close(fig)
+    q = next((c for c in ("KID x1e3", "FID", "CLIP-S (cos)", "Intra-LPIPS") if c in cols), None)
+    if q is not None:
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        for r in rows:
+            ax.scatter(r["s / image"], r[q])
+            ax.annotate(r["strategy"], (r["s / image"], r[q]), fontsize=8)
+        ax.set_xlabel("seconds per image")
+        ax.set_ylabel(q)
+        ax.set_title(f"{task['name']}: quality vs time", fontsize=10)
+        fig.tight_layout()
+        out["time_plot"] = atomic_savefig(fig, folder / f"{task['name']}_quality_vs_time.png", dpi=110)
+        plt.close(fig)
+    return out
