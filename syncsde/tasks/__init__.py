@@ -15,3 +15,12 @@ from syncsde.tasks.texture import texture_problem  # noqa: E402 (needs syncsde.m
 
 __all__ = ["wide_problem", "ambiguous_problem", "AMBIGUOUS_VIEWS", "masked_problem",
            "edit_problem", "sequence_problem", "texture_problem"]
+
+# tasks built only through the extension API (docs/extending.md)
+from syncsde.tasks.sparse_views import CoveredEarlierViews, SparseViews  # noqa: E402
+from syncsde.tasks.tileable import tileable_image, tileable_problem  # noqa: E402
+from syncsde.tasks.panorama360 import panorama_image, panorama_problem  # noqa: E402
+from syncsde.tasks.hybrid import hybrid_image, hybrid_problem  # noqa: E402
+
+__all__ += ["SparseViews", "CoveredEarlierViews", "tileable_problem", "tileable_image",
+            "panorama_problem", "panorama_image", "hybrid_problem", "hybrid_image"]

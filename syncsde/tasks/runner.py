@@ -7,7 +7,6 @@ from typing import Any, Callable
 
 import torch
 
-from syncsde.pipelines import PipelineResult, make_task_strategy
 from syncsde.sampler import Problem, SamplingSchedule, sample
 from syncsde.strategies import Strategy
 
@@ -45,9 +44,12 @@ def run_problem(problem: Problem, den: Any, *, task: str, strategy: str | Strate
                 guidance_scale: float = 7.5, seed: int = 0, progress: bool = True,
                 max_batch: int | None = None, schedule: SamplingSchedule | str | None = None,
                 output_rule: Callable[[Any], torch.Tensor] | None = None,
-                settings: dict | None = None) -> PipelineResult:
+                settings: dict | None = None) -> Any:
     """Samples ``problem`` and decodes its output (``output_rule(sample_result)`` when the task
-    post-processes the canvas, e.g. fills pixels no view sees)."""
+    post-processes the canvas, e.g. fills pixels no view sees); returns a
+    :class:`syncsde.pipelines.PipelineResult`."""
+    from syncsde.pipelines import PipelineResult, make_task_strategy  # diffusers extras: lazily
+
     strat = make_task_strategy(strategy, inv_lambda)
     if schedule is None:
         schedule = den.schedule(num_inference_steps) if hasattr(den, "schedule") else "sd"
