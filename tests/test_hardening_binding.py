@@ -405,3 +405,13 @@ def test_dihedral_index_map_refuses_negative_sizes():
         with pytest.raises(ValueError, match="H and W must be >= 0"):
             C.dihedral_index_map("rot180", H, W)
     assert C.dihedral_index_map("rot180", 3, 5) == (-1, 0, 2, 0, -1, 4)
+
+
+def test_views_wrapping_the_address_space_are_refused():
+    """A data pointer of 64 with a negative stride reaching 400 bytes below it (or a pointer
+    near the top of the address space reaching above it) wraps around: refused, never read."""
+    out = np.zeros(100, np.float32)
+    for f in (Forged(np.zeros(1, np.float32), [100], [-1], address=64),
+              Forged(np.zeros(1, np.float32), [100], [1], address=2 ** 64 - 256)):
+        with pytest.raises(ValueError, match="'x'.*wrap"):
+            C.lincomb2(out, f, out.copy(), 1.0, 1.0)

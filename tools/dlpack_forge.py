@@ -69,7 +69,7 @@ class Forged:
                  code: int | None = None, bits: int | None = None, lanes: int = 1,
                  device: int = KDL_CPU, versioned: bool = True, major: int = 1, minor: int = 0,
                  flags: int = 0, data_offset: int = 0, byte_offset: int = 0,
-                 null_data: bool = False):
+                 null_data: bool = False, address: int | None = None):
         self.buffer = np.ascontiguousarray(buffer)
         c, b = _NP_CODES.get(self.buffer.dtype, (KDL_FLOAT, 32))
         self.code = c if code is None else code
@@ -87,6 +87,7 @@ class Forged:
         self.device, self.versioned, self.major, self.minor = device, versioned, major, minor
         self.flags, self.data_offset, self.byte_offset = flags, data_offset, byte_offset
         self.null_data = null_data
+        self.address = address  # an absolute data pointer (never dereferenced by a correct consumer)
         self._keep: list = []
 
     def __dlpack__(self, *args, **kwargs):
@@ -94,7 +95,8 @@ class Forged:
         shape = (ctypes.c_int64 * n)(*((self.shape or []) + [0] * (n - len(self.shape or []))))
         strides = (ctypes.c_int64 * n)(*((self.strides or []) + [0] * (n - len(self.strides or []))))
         t = DLTensor()
-        t.data = None if self.null_data else self.buffer.ctypes.data + self.data_offset
+        t.data = (None if self.null_data else self.address if self.address is not None
+                  else self.buffer.ctypes.data + self.data_offset)
         t.device = DLDevice(self.device, 0)
         t.ndim = self.ndim
         t.dtype = DLDataType(self.code, self.bits, self.lanes)
