@@ -11,6 +11,8 @@ from syncsde.eval.config import REFERENCE, EvalConfig, Item
 
 __all__ = ["ItemMaker", "to_png_image", "load_png"]
 
+_PIPELINES: dict[str, object] = {}  # loaded once per process (repeated runs in one process)
+
 
 def to_png_image(x: torch.Tensor):
     """``[3, H, W]`` in [0, 1] -> an 8-bit RGB PIL image."""
@@ -42,7 +44,10 @@ class ItemMaker:
         if self._pipe is None:
             from syncsde.models import load_pipeline
 
-            self._pipe = load_pipeline(self.cfg.raw["model"])
+            name = self.cfg.raw["model"]
+            if name not in _PIPELINES:
+                _PIPELINES[name] = load_pipeline(name)
+            self._pipe = _PIPELINES[name]
             if hasattr(self._pipe, "set_progress_bar_config"):
                 self._pipe.set_progress_bar_config(disable=True)
         return self._pipe
