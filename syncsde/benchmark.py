@@ -141,6 +141,8 @@ STRATEGIES: dict[str, tuple[str, dict]] = {
     "syncsde": ("syncsde", {"inv_lambda": 5.0}),
     "syncsde_tuned": ("syncsde", {}),   # per-task best 1/lambda schedule (BenchTask.syncsde_options)
     "collage": ("collage", {}),         # window tasks only (junction-tree score)
+    "syncdiffusion": ("syncdiffusion", {}),  # published: w 20, decay 0.95, every step (Gram distance)
+    "syncvc": ("syncvc", {}),                # paper: 5 Adam iterations per view, greedy order
 }
 
 
