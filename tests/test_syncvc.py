@@ -182,3 +182,25 @@ def test_texture_views_default_to_three_iterations():
     r = sample(prob, den, vc, SCHED, progress=False, dtype=DT)
     assert vc._iters == 3 and torch.isfinite(r.views).all()
     assert vc.costs.backward == 3 * len(SCHED.timesteps)  # one controlled view, 3 iterations
+
+
+def test_adam_converges_to_the_closed_form_control():
+    """With eps fixed the objective is quadratic: on masked pixels the optimal control moves the
+    clean estimate by rho / (rho + lambda a) of the way to the reference (docs/method.md)."""
+    prob, den = wide(), FieldDenoiser(FIELD, SCHED.abar)
+    rho, lam = 1.0, 0.5
+    s = SyncVC(iterations=400, lr=0.02, reward_weight=rho, kl_weight=lam, strength=1.0)
+    run = run_for(prob, den, batch=1)
+    s.prepare(run)
+    y, eps, info = state(prob, den, k=3, batch=1)
+    a = info.abar_t
+    x0 = x0_of(y, eps, a)
+    ref, mask = wide_refs(x0, prob.views)
+    s._greedy(run, y, eps, info)
+    x1 = x0_of(y, eps, a)
+    # greedy: window 2's reference is the *controlled* window 1
+    ref2, _ = wide_refs(x1, prob.views)
+    frac = rho / (rho + lam * a)
+    for i, r in ((1, ref[1]), (2, ref2[2])):
+        want = x0[i] + mask[i] * frac * (r - x0[i])
+        torch.testing.assert_close(x1[i], want, rtol=0, atol=0.03)
