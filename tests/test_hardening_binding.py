@@ -175,6 +175,28 @@ try:
             ok += 1
         except (IndexError, ValueError):
             errors += 1
+    # window offsets scribbled
+    stop = True
+    t.join()
+    stop = False
+    canvas = torch.randn(4, 256, 256)
+    good_off = torch.randint(0, 128, (16, 2))
+    offsets = good_off.clone()
+    views = torch.empty(16, 4, 128, 128)
+    def scribble3():
+        while not stop:
+            offsets.fill_(1 << 40)
+            offsets.copy_(good_off)
+    t = threading.Thread(target=scribble3)
+    t.start()
+    for it in range(60):
+        for circular in (False, True):
+            try:
+                C.crop_windows(views, canvas, offsets, 128, 128, circular)
+                C.paste_windows_add(canvas, views, offsets, None, circular)
+                ok += 1
+            except (IndexError, ValueError):
+                errors += 1
 finally:
     stop = True
     t.join()
