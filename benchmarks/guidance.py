@@ -133,6 +133,7 @@ WIDE_CONFIGS = {
     "syncdiffusion Tweedie grad, no refresh": ("syncdiffusion", {"grad_through": "tweedie",
                                                                  "refresh": False}),
     "syncdiffusion w=2": ("syncdiffusion", {"weight": 2.0}),
+    "syncdiffusion w=60": ("syncdiffusion", {"weight": 60.0}),
     "syncdiffusion w=200": ("syncdiffusion", {"weight": 200.0}),
     "syncvc published (5 it., lr .05, rho 1, lambda .1, alpha 1)": ("syncvc", {"inv_lambda": 20.0}),
     "syncvc lr .01": ("syncvc", {"inv_lambda": 20.0, "lr": 0.01}),
@@ -166,8 +167,13 @@ def exact(args) -> dict:
             strat = make_strategy(name, **opts)
             den = CallCounter(task.denoiser)
             t0 = time.perf_counter()
-            r = sample(task.problem, den, strat, schedule, seed=args.seed, batch=args.samples,
-                       progress=False)
+            try:
+                r = sample(task.problem, den, strat, schedule, seed=args.seed,
+                           batch=args.samples, progress=False)
+            except FloatingPointError as e:  # a too-large guidance weight blows the state up
+                print(f"{task_name:9s} {label:62s} diverged: {e}", flush=True)
+                rows[label] = {"diverged": str(e)}
+                continue
             sec = time.perf_counter() - t0
             row = evaluate(task, r.output)
             if task_name == "wide":
@@ -202,6 +208,9 @@ def _print_exact(out, args):
     print("| wide: strategy | W2^2 | seam (1 ideal) | intra-Gram (oracle = truth) | model inputs / sample | backward / run | s / 1k samples |")
     print("|---|---|---|---|---|---|---|")
     for k, r in w.items():
+        if "diverged" in r:
+            print(f"| {k} | diverged (non-finite state) | | | | | |")
+            continue
         print(f"| {k} | {r['w2']:.3f} | {r['seam']:.2f} | {r['intra_gram']:.4f} | "
               f"{r.get('model_inputs_per_sample', float('nan')):.0f} | {r.get('backward', '-')} | "
               f"{r.get('seconds_per_1k', float('nan')):.2f} |")
@@ -209,6 +218,9 @@ def _print_exact(out, args):
     print("\n| ambiguous: strategy | W2^2 | s / 1k samples |")
     print("|---|---|---|")
     for k, r in a.items():
+        if "diverged" in r:
+            print(f"| {k} | diverged | |")
+            continue
         print(f"| {k} | {r['w2']:.3f} | {r.get('seconds_per_1k', float('nan')):.2f} |")
 
 
@@ -224,6 +236,8 @@ def _plot(rows, path):
     for ax, key, lab in ((axes[0], "intra_gram", "intra-canvas Gram distance (coherence)"),
                          (axes[1], "w2", "W2^2 to the exact law (fidelity)")):
         for k, r in rows.items():
+            if "diverged" in r:
+                continue
             if k == "oracle":
                 ax.axhline(r[key], color="grey", ls="--", lw=1)
                 continue

@@ -213,3 +213,19 @@ def test_differentiable_eps_equals_the_sampler_path_and_finite_differences(kind)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
         assert torch.autograd.gradcheck(
             lambda z: differentiable_eps(den, z, info.t, info.abar_t, cond, neg, gs), (x,))
+
+
+def test_scenes_feature_distance_is_a_differentiable_perceptual_distance():
+    from syncsde.guidance.distances import scenes_feature_distance
+    from syncsde.scenes.model import CLASSIFIER_DIR
+    if not (CLASSIFIER_DIR / "model.safetensors").is_file():
+        pytest.skip("no bundled scenes classifier in this checkout")
+    d = scenes_feature_distance()
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(2, 3, 32, 32, generator=g) * 2 - 1).requires_grad_(True)
+    same = d(x, x.detach())
+    assert torch.allclose(same, torch.zeros(2), atol=1e-6)
+    other = d(x, torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)
+    assert bool((other > 1e-3).all())
+    other.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -12,6 +12,8 @@ A distance is any callable ``d(x, target) -> Tensor[B]``: ``x`` is a batch of de
 - :class:`FeatureDistance`: LPIPS-style distance on the feature maps of any user network
   (channel-normalised features, squared difference, spatial mean, summed over layers); pass the
   scenes classifier's trunk, a VGG, anything returning a tensor or a list of tensors.
+- :func:`scenes_feature_distance`: :class:`FeatureDistance` on the conv trunk of the bundled
+  scenes classifier (the built-in pixel model's perceptual net; no download).
 - :class:`LPIPSDistance`: wraps an ``lpips.LPIPS`` module (the paper's choice) when the user has
   its weights; inputs are mapped from ``input_range`` to [-1, 1].
 """
@@ -22,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 __all__ = ["PixelDistance", "GramDistance", "FeatureDistance", "LPIPSDistance",
-           "gradient_features", "resolve_distance", "DISTANCES"]
+           "gradient_features", "resolve_distance", "scenes_feature_distance", "DISTANCES"]
 
 
 def _per_image(v: torch.Tensor) -> torch.Tensor:
@@ -125,6 +127,29 @@ class LPIPSDistance:
 
     def __repr__(self) -> str:
         return "LPIPSDistance()"
+
+
+def scenes_feature_distance(folder=None) -> FeatureDistance:
+    """LPIPS-style distance on the bundled scenes classifier's conv trunk (feature maps after
+    its 2nd, 4th and 6th blocks), for images in [-1, 1] (the scenes pixel model's space).
+    Its weights are frozen; gradients flow to the images only."""
+    from syncsde.scenes.classifier import load_classifier
+
+    model = load_classifier(folder)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    blocks = list(model.body)
+
+    def trunk(x):
+        feats, h = [], x  # the classifier maps [0, 1] to [-1, 1] itself; x is already there
+        for k, blk in enumerate(blocks):
+            h = blk(h)
+            if k in (1, 3, 5):
+                feats.append(h)
+        return feats
+
+    trunk.__name__ = "scenes_classifier_trunk"
+    return FeatureDistance(trunk)
 
 
 DISTANCES = {"pixel": PixelDistance, "gram": GramDistance}
