@@ -56,7 +56,7 @@ class Case:
     denoiser: Any
     target: GaussianLaw                      # law of the whole canvas
     stats: Callable[[torch.Tensor, torch.Tensor], dict]  # (outputs [n, C, H, W], final views) -> stats
-    syncsde_options: dict = field(default_factory=dict)
+    syncsde_options: dict = field(default_factory=dict)  # "syncsde_tuned": best of a 1/lambda sweep
 
 
 def periodic_se(H: int, W: int, lengthscale: float, images: int = 3, jitter: float = 1e-6) -> torch.Tensor:
@@ -83,7 +83,7 @@ def build_tileable(schedule) -> Case:
         return {f"wrap_{k}": v for k, v in wrap_seam_statistic(out, stride).items()}
 
     return Case("tileable", prob, PriorDenoiser({"field": window}, schedule.abar), target, stats,
-                {"inv_lambda": 20.0})
+                {"inv_lambda": 10.0})
 
 
 def view_mismatch(views, y: torch.Tensor, canvas: torch.Tensor) -> float:
@@ -114,7 +114,7 @@ def build_panorama360(schedule) -> Case:
         return {"wrap_seam": seam_statistic(ext, [W]), "view_mismatch": view_mismatch(views, y, out)}
 
     return Case("panorama360", prob, PriorDenoiser(laws, schedule.abar), target, stats,
-                {"inv_lambda": 20.0})
+                {"inv_lambda": 1.0})
 
 
 def build_hybrid(schedule) -> Case:
@@ -144,7 +144,7 @@ def build_hybrid(schedule) -> Case:
         return {"far_w2": w2[0], "near_w2": float(np.mean(w2[1:]))}
 
     return Case("hybrid", prob, PriorDenoiser({"far": far, "near": near}, schedule.abar), target,
-                stats, {"inv_lambda": 20.0})
+                stats, {"inv_lambda": 1.0})
 
 
 CASES: dict[str, Callable] = {"tileable": build_tileable, "panorama360": build_panorama360,
