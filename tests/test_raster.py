@@ -217,3 +217,26 @@ def test_depth_image_convention():
     assert d[32, 32] == d[r.mask].max() or d[32, 32] > 0.99
     inv = 1 / r.depth[r.mask].astype(np.float64)
     np.testing.assert_allclose(d[r.mask], 0.1 + 0.9 * (inv - inv.min()) / np.ptp(inv))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_cameras_on_a_mesh_match_the_reference(seed):
+    import trimesh
+
+    rng = np.random.default_rng(50 + seed)
+    s = trimesh.creation.icosphere(2)
+    s.vertices *= rng.uniform(0.5, 1.5, 3)  # an ellipsoid: occlusion matters
+    m = mesh_from_arrays(s.vertices, s.faces, atlas="per_triangle")
+    cam = Camera(rng.uniform(0, 360), rng.uniform(-80, 80), rng.uniform(1.5, 4.0),
+                 perspective=bool(seed % 2), fov=rng.uniform(30, 90), scale=rng.uniform(0.8, 1.5))
+    H, W = int(rng.integers(8, 60)), int(rng.integers(8, 60))
+    r = rasterize_view(m, cam, H, W)
+    rf, rb, rd = reference_rasterize(cam.to_pixels(m.vertices[m.faces], H, W), H, W,
+                                     cam.perspective)
+    np.testing.assert_array_equal(r.face, rf)
+    np.testing.assert_allclose(r.depth, rd, rtol=1e-6, atol=1e-6)
+    # visible faces face the camera: the surface normal points towards the eye
+    fg = r.mask
+    to_eye = cam.eye() - r.points[fg] if cam.perspective else np.broadcast_to(-cam.axes()[2], (fg.sum(), 3))
+    n = m.face_normals()[r.face[fg]]
+    assert ((n * to_eye).sum(1) > -1e-9).all()
