@@ -36,7 +36,10 @@ UNET_CONFIG = dict(
     block_out_channels=(16, 32, 64, 96),
     down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8)
+    cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8,
+    # a pooled prompt embedding added to the time embedding (global conditioning of every
+    # ResNet block: time of day, ground, ridges), besides the cross-attention
+    addition_embed_type="text", addition_embed_type_num_heads=4)
 
 # IF-style cosine schedule (squaredcos_cap_v2), epsilon prediction, DDIM at sampling time
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
@@ -63,11 +66,31 @@ def build_text_encoder(tokenizer, seed: int = 0):
     return CLIPTextModel(cfg)
 
 
-def build_unet(seed: int = 0):
+def build_unet(seed: int = 0, init: str | Path | None = None, pooled_prompt: bool = True):
+    """A fresh UNet; with ``init`` (a pipeline folder) its weights start from that model's UNet
+    (a model without the pooled-prompt path gets it added with a zero output gain, so it starts
+    as the old model)."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    return UNet2DConditionModel(**UNET_CONFIG)
+    cfg = dict(UNET_CONFIG)
+    if not pooled_prompt:  # cross-attention only (stage 1 of the shipped model)
+        cfg.pop("addition_embed_type")
+        cfg.pop("addition_embed_type_num_heads")
+    unet = UNet2DConditionModel(**cfg)
+    if init is not None:
+        from safetensors.torch import load_file
+
+        sd = load_file(str(Path(init) / "unet" / "diffusion_pytorch_model.safetensors"))
+        missing, unexpected = unet.load_state_dict(sd, strict=False)
+        if unexpected or any(not k.startswith("add_embedding.") for k in missing):
+            raise ValueError(f"{str(init)!r}: UNet weights do not fit the scenes config "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if missing:
+            with torch.no_grad():
+                unet.add_embedding.norm2.weight.zero_()
+                unet.add_embedding.norm2.bias.zero_()
+    return unet
 
 
 def build_scheduler():
@@ -126,10 +149,17 @@ class ScenesPipeline(_pipeline_base()):
         return (x / 2 + 0.5).clamp(0, 1).cpu()
 
 
-def build_pipeline(tokenizer_folder: str | Path, seed: int = 0) -> ScenesPipeline:
-    """An untrained pipeline (fresh weights) with the shipped configs."""
+def build_pipeline(tokenizer_folder: str | Path, seed: int = 0,
+                   init: str | Path | None = None, pooled_prompt: bool = True) -> ScenesPipeline:
+    """An untrained pipeline (fresh weights) with the shipped configs, or one whose weights
+    start from the pipeline folder ``init``."""
     tok = build_tokenizer(tokenizer_folder)
-    return ScenesPipeline(build_unet(seed), build_text_encoder(tok, seed + 1), tok, build_scheduler())
+    enc = build_text_encoder(tok, seed + 1)
+    if init is not None:
+        from safetensors.torch import load_file
+
+        enc.load_state_dict(load_file(str(Path(init) / "text_encoder" / "model.safetensors")))
+    return ScenesPipeline(build_unet(seed, init, pooled_prompt), enc, tok, build_scheduler())
 
 
 def load_scenes_pipeline(folder: str | Path | None = None, device=None,

@@ -132,14 +132,16 @@ class _DiffusionModel(torch.nn.Module):
 def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: float = 1e-3,
                     seed: int = 0, threads: int = 1, checkpoint_every: int = 200,
                     ema_decay: float = 0.999, p_uncond: float = 0.1, progress: bool = True,
-                    log=print, stop_at: int | None = None, finish_at: int | None = None) -> dict:
+                    log=print, stop_at: int | None = None, finish_at: int | None = None,
+                    init: str | None = None, pooled_prompt: bool = True) -> dict:
     """Trains the UNet and the text encoder jointly on eps-prediction MSE (cosine schedule,
     uniform timesteps, prompt dropout ``p_uncond`` for classifier-free guidance); keeps an EMA
     of the weights (decay ``min(ema_decay, (1+s)/(10+s))``). Writes ``out/pipeline`` (EMA
     weights, ``save_pretrained``) at the end. ``stop_at``: checkpoint and return after that
     many steps (an interruption; calling again with the same settings resumes). ``finish_at``:
     end the run after that many steps (the learning-rate schedule still follows ``steps``) and
-    write the pipeline as if it had finished."""
+    write the pipeline as if it had finished. ``init``: start from the weights of a pipeline
+    folder (a second stage)."""
     from tqdm.auto import tqdm
 
     from syncsde.scenes.model import ScenesPipeline, build_pipeline
@@ -147,13 +149,14 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
     torch.set_num_threads(int(threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = build_pipeline(out / "tokenizer", seed)
+    pipe = build_pipeline(out / "tokenizer", seed, init, pooled_prompt)
     model = _DiffusionModel(pipe.unet, pipe.text_encoder)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     abar = pipe.scheduler.alphas_cumprod.float()
     settings = dict(kind="diffusion", steps=steps, batch=batch, lr=lr, seed=seed, threads=threads,
-                    ema_decay=ema_decay, p_uncond=p_uncond)
+                    ema_decay=ema_decay, p_uncond=p_uncond, init=None if init is None else str(init),
+                    pooled_prompt=bool(pooled_prompt))
     meta, tensors = _load_checkpoint(out)
     step, elapsed = 0, 0.0
     if meta is not None:
@@ -328,7 +331,8 @@ def export_checkpoint(run: str | Path, out: str | Path | None = None) -> Path:
     meta, tensors = _load_checkpoint(run)
     if meta is None or meta.get("kind") != "diffusion":
         raise FileNotFoundError(f"no diffusion checkpoint in {str(run)!r}")
-    pipe = build_pipeline(run / "tokenizer", int(meta["seed"]))
+    pipe = build_pipeline(run / "tokenizer", int(meta["seed"]),
+                          pooled_prompt=meta.get("pooled_prompt", True))
     model = _DiffusionModel(pipe.unet, pipe.text_encoder)
     model.load_state_dict(_unprefixed("ema", tensors))
     out = Path(out) if out is not None else run / f"pipeline_step{meta['step']}"
@@ -376,6 +380,9 @@ def main(argv=None) -> int:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=1)
     d.add_argument("--checkpoint-every", type=int, default=200)
+    d.add_argument("--init", default=None, help="start from this pipeline folder's weights")
+    d.add_argument("--no-pooled-prompt", action="store_true",
+                   help="cross-attention only (no pooled prompt in the time embedding)")
     d.add_argument("--finish-at", type=int, default=None,
                    help="end after this many steps (the schedule still follows --steps)")
     d.add_argument("--quiet", action="store_true")
@@ -400,10 +407,12 @@ def main(argv=None) -> int:
     log = (lambda s: None) if getattr(a, "quiet", False) else (lambda s: print(s, flush=True))
     if a.what == "diffusion":
         s = train_diffusion(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
-                            progress=not a.quiet, log=log, finish_at=a.finish_at)
+                            progress=not a.quiet, log=log, finish_at=a.finish_at, init=a.init,
+                            pooled_prompt=not a.no_pooled_prompt)
     elif a.what == "classifier":
         s = train_classifier(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
-                             progress=not a.quiet, log=log, finish_at=a.finish_at)
+                             progress=not a.quiet, log=log, finish_at=a.finish_at, init=a.init,
+                            pooled_prompt=not a.no_pooled_prompt)
     elif a.what == "export":
         print(export_checkpoint(a.run, a.out))
         return 0

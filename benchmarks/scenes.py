@@ -1,0 +1,239 @@
+"""The scenes benchmark: every synchronization strategy on the learned scenes model, scored against
+the procedural generator's known law (docs/benchmarks.md, "Scenes benchmark").
+
+    python benchmarks/scenes.py --json docs/scenes_benchmark.json --plot docs/scenes_benchmark.png
+    python benchmarks/scenes.py --quick            # 2 samples per cell (a smoke run)
+
+Per task and strategy (seconds per sample beside every row):
+
+- wide (32x256 panoramas, 32x32 windows, stride 16): KID (scene-classifier features, biased
+  V-statistic) of random 32x32 crops against crops of the generator's own wide scenes of
+  the same prompt; suns per panorama (a colour-blob detector run on both, so its bias cancels)
+  against the generator's count (Poisson law: 0.7 per 32 columns); horizon spread (std over
+  columns of the per-column horizon row estimate); HSV hue-histogram intersection between the
+  non-overlapping 32-column crops (SyncVC's colour consistency; 1 = identical colours);
+- ambiguous (identity + rot180): the classifier's accuracy on the attributes of both readings;
+- edit (sunset -> night, grass -> snow on generator images): the target attribute read by the
+  classifier, and the mean absolute change outside the edit mask (background preservation).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from syncsde.atomic import atomic_savefig, atomic_write_json  # noqa: E402
+
+WIDE_STRATEGIES = ["independent", "multidiffusion", "synctweedies", "syncsde", "collage"]
+AMBIGUOUS_STRATEGIES = ["independent", "noise_average", "syncsde"]
+EDIT_STRATEGIES = ["independent", "syncsde"]
+WIDE_PROMPT = "a sunset over the sea with mountains and a sun"
+AMBIGUOUS_PAIRS = [("a sunset over the sea with mountains", "a night over the snow"),
+                   ("a day over the grass", "a night over the sea")]
+EDIT_SOURCE = "a sunset over the grass with hills and trees"
+EDITS = [("sunset", "night", "time"), ("grass", "snow", "ground")]
+
+
+def count_suns(img: np.ndarray) -> int:
+    """Sunset suns: connected blobs (>= 6 px) of saturated orange, ``img [H, W, 3]`` in [0, 1]."""
+    from scipy import ndimage
+
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    m = (r > 0.85) & (g > 0.25) & (g < 0.7) & (b < 0.4)
+    lab, n = ndimage.label(m)
+    return int(sum(1 for i in range(1, n + 1) if (lab == i).sum() >= 6))
+
+
+def horizon_spread(img: np.ndarray) -> float:
+    """Std over columns of the row with the largest colour jump in the lower two thirds."""
+    H = img.shape[0]
+    d = np.abs(np.diff(img, axis=0)).sum(-1)[H // 3:]
+    return float(np.std(np.argmax(d, axis=0)))
+
+
+def hue_intersection(img: np.ndarray, w: int = 32, bins: int = 16) -> float:
+    """Mean histogram intersection of HSV hue (saturation-weighted) between non-overlapping
+    ``w``-column crops."""
+    import matplotlib.colors as mc
+
+    hsv = mc.rgb_to_hsv(np.clip(img, 0, 1))
+    hists = []
+    for x in range(0, img.shape[1] - w + 1, w):
+        c = hsv[:, x:x + w]
+        h, _ = np.histogram(c[..., 0], bins=bins, range=(0, 1), weights=c[..., 1] + 1e-6)
+        hists.append(h / h.sum())
+    vals = [np.minimum(hists[i], hists[j]).sum() for i in range(len(hists))
+            for j in range(i + 1, len(hists))]
+    return float(np.mean(vals))
+
+
+def random_crops(imgs: list[np.ndarray], per: int, rng) -> torch.Tensor:
+    out = []
+    for im in imgs:
+        for x in rng.integers(0, im.shape[1] - 32 + 1, per):
+            out.append(im[:, x:x + 32])
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float()
+
+
+def wide(pipe, clf, n, steps, log):
+    from syncsde.pipelines import wide_image
+    from syncsde.scenes.evaluate import mmd2_biased
+    from syncsde.scenes.generator import render, scene_rng
+    from syncsde.scenes.vocab import parse_prompt
+
+    ps = parse_prompt(WIDE_PROMPT)
+    gen = [render(ps.sample_spec(scene_rng(100, i)), 32, 256, scene_rng(101, i)).image
+           for i in range(max(n, 8))]
+    rng = np.random.default_rng(0)
+    f_gen = clf.features(random_crops(gen, 8, rng)).detach().numpy()
+    f_gen2 = clf.features(random_crops(gen, 8, rng)).detach().numpy()
+
+    def stats(imgs):
+        return {"suns": float(np.mean([count_suns(i) for i in imgs])),
+                "horizon_spread": float(np.mean([horizon_spread(i) for i in imgs])),
+                "hue_intersection": float(np.mean([hue_intersection(i) for i in imgs]))}
+
+    res = {"generator": dict(stats(gen), kid=mmd2_biased(f_gen2, f_gen),
+                             seconds_per_sample=0.0)}
+    for name in WIDE_STRATEGIES:
+        t0 = time.perf_counter()
+        imgs = []
+        for s in range(n):
+            r = wide_image(pipe, WIDE_PROMPT, height=32, width=256, stride=16, strategy=name,
+                           num_inference_steps=steps, guidance_scale=3.0, seed=s, progress=False)
+            imgs.append(r.tensors[0].permute(1, 2, 0).numpy())
+        dt = (time.perf_counter() - t0) / n
+        f = clf.features(random_crops(imgs, max(1, 8 * len(gen) // n), rng)).detach().numpy()
+        res[name] = dict(stats(imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt)
+        log(f"  wide {name:16s} {res[name]}")
+    return res
+
+
+def ambiguous(pipe, clf, n, steps, log):
+    from syncsde.pipelines import ambiguous_image
+    from syncsde.scenes.classifier import predict_attributes, prompt_agreement
+    from syncsde.scenes.vocab import parse_prompt
+
+    res = {}
+    for name in AMBIGUOUS_STRATEGIES:
+        t0 = time.perf_counter()
+        ok = tot = 0
+        for s in range(n):
+            pa, pb = AMBIGUOUS_PAIRS[s % len(AMBIGUOUS_PAIRS)]
+            r = ambiguous_image(pipe, pa, pb, view="rot180", strategy=name,
+                                num_inference_steps=steps, guidance_scale=3.0, seed=s,
+                                progress=False)
+            preds = predict_attributes(clf, r.tensors[:2])
+            for pr, p in zip(preds, (pa, pb)):
+                a, b = prompt_agreement(pr, parse_prompt(p))
+                ok, tot = ok + a, tot + b
+        res[name] = {"accuracy_both_readings": ok / tot,
+                     "seconds_per_sample": (time.perf_counter() - t0) / n}
+        log(f"  ambiguous {name:12s} {res[name]}")
+    return res
+
+
+def edit(pipe, clf, n, steps, log):
+    from syncsde.pipelines import edit_image, replace_word
+    from syncsde.scenes.classifier import predict_attributes
+    from syncsde.scenes.generator import render, scene_rng
+    from syncsde.scenes.vocab import parse_prompt
+
+    res = {}
+    for name in EDIT_STRATEGIES:
+        t0 = time.perf_counter()
+        hit = []
+        keep = []
+        for s in range(n):
+            src = render(parse_prompt(EDIT_SOURCE).sample_spec(scene_rng(200, s)), 32, 32,
+                         scene_rng(201, s)).image
+            for sw, tw, attr in EDITS:
+                r = edit_image(pipe, src, EDIT_SOURCE, source_word=sw, target_word=tw,
+                               strategy=name, num_inference_steps=steps, guidance_scale=3.0,
+                               seed=s, progress=False)
+                want = getattr(parse_prompt(replace_word(EDIT_SOURCE, sw, tw)), attr)
+                hit.append(predict_attributes(clf, r.tensors[:1])[0][attr] == want)
+                out = (1 - r.extras["mask"]).bool()
+                diff = (r.tensors[0] - torch.from_numpy(src).permute(2, 0, 1)).abs().mean(0)
+                keep.append(float(diff[out].mean()) if out.any() else float("nan"))
+        res[name] = {"target_attribute_accuracy": float(np.mean(hit)),
+                     "change_outside_mask": float(np.nanmean(keep)),
+                     "seconds_per_sample": (time.perf_counter() - t0) / (n * len(EDITS))}
+        log(f"  edit {name:12s} {res[name]}")
+    return res
+
+
+def print_table(results: dict) -> None:
+    for task, rows in results.items():
+        cols = sorted({k for r in rows.values() for k in r})
+        print(f"\n{task}\n| strategy | " + " | ".join(cols) + " |")
+        print("|---|" + "---|" * len(cols))
+        for name, r in rows.items():
+            print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" if c in r else "-" for c in cols) + " |")
+
+
+def plot(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("wide", "kid", "wide: crop KID (lower better)"),
+              ("wide", "suns", "wide: suns per panorama (generator = truth)"),
+              ("wide", "hue_intersection", "wide: hue intersection"),
+              ("ambiguous", "accuracy_both_readings", "ambiguous: accuracy, both readings"),
+              ("edit", "target_attribute_accuracy", "edit: target attribute accuracy")]
+    panels = [p for p in panels if p[0] in results]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.4))
+    for ax, (task, key, title) in zip(np.atleast_1d(axes), panels):
+        names = list(results[task])
+        vals = [results[task][n].get(key, np.nan) for n in names]
+        ax.bar(range(len(names)), vals,
+               color=["#999999" if n == "generator" else "#3b75af" for n in names])
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=8, help="samples per cell")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="2 samples per cell, 10 steps")
+    ap.add_argument("--tasks", default="wide,ambiguous,edit")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None)
+    a = ap.parse_args(argv)
+    n, steps = (2, 10) if a.quick else (a.n, a.steps)
+    from syncsde.models import load_pipeline
+    from syncsde.scenes.classifier import load_classifier
+
+    pipe, clf = load_pipeline("scenes"), load_classifier()
+    fns = {"wide": wide, "ambiguous": ambiguous, "edit": edit}
+    results = {}
+    for t in a.tasks.split(","):
+        if t not in fns:
+            print(f"unknown task {t!r}; expected some of {list(fns)}", file=sys.stderr)
+            return 2
+        with torch.no_grad():
+            results[t] = fns[t](pipe, clf, n, steps, lambda s: print(s, flush=True))
+    print_table(results)
+    if a.json:
+        atomic_write_json(a.json, {"n": n, "steps": steps, "results": results})
+    if a.plot:
+        plot(results, a.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
