@@ -23,9 +23,9 @@ import itertools
 import time
 from pathlib import Path
 
-import syncsde  # noqa: F401  (before torch: sets the OpenMP wait policy)
 import torch
 
+import syncsde  # noqa: F401  (before torch: sets the OpenMP wait policy)
 from syncsde.atomic import atomic_write_json
 from syncsde.guidance import CallCounter, GramDistance
 from syncsde.strategies import make_strategy
@@ -71,7 +71,7 @@ def cost(args) -> dict:
 
     L = args.latent
     unet, vae, emb = _sd_models(L)
-    decode = lambda z: vae.decode(z / 0.18215).sample  # noqa: E731  (SD's VAE decoder)
+    decode = lambda z: vae.decode(z / 0.18215).sample
     prob = wide_problem((4, L, 2 * L), window=(L, L), stride=(1, L // 2), cond="p")
     configs = {
         "multidiffusion": ("multidiffusion", {}),

@@ -34,8 +34,17 @@ import torch
 
 from syncsde import ops
 
-__all__ = ["crop_windows", "paste_windows_add", "dihedral", "skew", "permute_pixels",
-           "csr_apply", "view_forward", "view_adjoint", "is_permutation"]
+__all__ = [
+    "crop_windows",
+    "csr_apply",
+    "dihedral",
+    "is_permutation",
+    "paste_windows_add",
+    "permute_pixels",
+    "skew",
+    "view_adjoint",
+    "view_forward",
+]
 
 
 def _c(g: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,7 @@ def grads_match(f_ours, f_ref, x, seed=1):
 def test_crop_windows_gradcheck_and_reference(circular):
     offs = [(0, 0), (1, 3), (2, 4)] if not circular else [(0, 6), (1, -2), (2, 9)]
     x = rnd(2, 5, 8)
-    f = lambda c: ag.crop_windows(c, offs, (3, 4), circular=circular)  # noqa: E731
+    f = lambda c: ag.crop_windows(c, offs, (3, 4), circular=circular)
     assert gradcheck(f, (x,))
     torch.testing.assert_close(f(x), ref_crop(x, offs, (3, 4), circular))
     grads_match(f, lambda c: ref_crop(c, offs, (3, 4), circular), x)
@@ -50,7 +50,7 @@ def test_paste_windows_add_gradcheck_and_adjoint(circular):
     offs = [(0, 0), (1, 3), (2, 4)] if not circular else [(0, 6), (1, -2), (2, 9)]
     v = rnd(3, 2, 3, 4)
     wts = torch.rand(3, 1, 3, 4, dtype=DT) + 0.5
-    f = lambda y: ag.paste_windows_add(y, offs, (5, 8), weights=wts, circular=circular)  # noqa: E731
+    f = lambda y: ag.paste_windows_add(y, offs, (5, 8), weights=wts, circular=circular)
     assert gradcheck(f, (v,))
     # adjoint identity against the reference crop: <crop(X), w*Y> == <paste(Y; w), X>
     X = torch.randn(2, 5, 8, dtype=DT)
@@ -87,7 +87,7 @@ def ref_skew(x, factor, inverse):
 @pytest.mark.parametrize("inverse", [False, True])
 def test_skew_gradcheck_and_reference(inverse):
     x = rnd(2, 6, 6)
-    f = lambda t: ag.skew(t, 1.5, inverse=inverse)  # noqa: E731
+    f = lambda t: ag.skew(t, 1.5, inverse=inverse)
     assert gradcheck(f, (x,))
     torch.testing.assert_close(f(x), ref_skew(x, 1.5, inverse))
     grads_match(f, lambda t: ref_skew(t, 1.5, inverse), x)
@@ -102,7 +102,7 @@ def test_permute_pixels_gradcheck_and_reference(kind):
     assert ag.is_permutation(idx) == (kind != "repeating_gather")
     x = rnd(3, 4, 5)
     mode = "scatter" if kind == "perm_scatter" else "gather"
-    f = lambda t: ag.permute_pixels(t, idx, mode)  # noqa: E731
+    f = lambda t: ag.permute_pixels(t, idx, mode)
 
     def ref(t):
         flat = t.reshape(3, P)
@@ -133,7 +133,7 @@ def test_csr_apply_gradcheck_in_x_and_values(adjoint):
     indices = torch.from_numpy(c)
     values = torch.from_numpy(dense[r, c]).requires_grad_(True)
     x = rnd(2, 3, n_rows if adjoint else n_cols)
-    f = lambda t, v: ag.csr_apply(t, indptr, indices, v, n_cols, adjoint=adjoint)  # noqa: E731
+    f = lambda t, v: ag.csr_apply(t, indptr, indices, v, n_cols, adjoint=adjoint)
     assert gradcheck(f, (x, values))
 
     def ref(t, v):

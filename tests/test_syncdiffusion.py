@@ -9,9 +9,20 @@ import pytest
 import torch
 
 from syncsde.denoisers.base import FunctionDenoiser, predict_eps
-from syncsde.guidance import (FeatureDistance, GramDistance, LPIPSDistance, PixelDistance,
-                              SyncDiffusion, differentiable_eps)
-from syncsde.priors import FieldDenoiser, GaussianMixturePrior, GaussianPrior, PriorDenoiser
+from syncsde.guidance import (
+    FeatureDistance,
+    GramDistance,
+    LPIPSDistance,
+    PixelDistance,
+    SyncDiffusion,
+    differentiable_eps,
+)
+from syncsde.priors import (
+    FieldDenoiser,
+    GaussianMixturePrior,
+    GaussianPrior,
+    PriorDenoiser,
+)
 from syncsde.sampler import SamplingSchedule, _Run, sample
 from syncsde.tasks import wide_problem
 
@@ -212,7 +223,7 @@ def test_differentiable_eps_equals_the_sampler_path_and_finite_differences(kind)
         got = differentiable_eps(den, x, info.t, info.abar_t, cond, neg, gs)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
         assert torch.autograd.gradcheck(
-            lambda z: differentiable_eps(den, z, info.t, info.abar_t, cond, neg, gs), (x,))
+            lambda z, gs=gs: differentiable_eps(den, z, info.t, info.abar_t, cond, neg, gs), (x,))
 
 
 def test_scenes_feature_distance_is_a_differentiable_perceptual_distance():

@@ -132,7 +132,7 @@ def test_illusion_controls_pull_view_two_towards_the_transformed_view_one():
     assert s._iters == 5 and s._controlled == [1]
     y, eps, info = state(prob, den)
     a = info.abar_t
-    gap = lambda yy, ee: (x0_of(yy, ee, a)[1] - torch.rot90(x0_of(yy, ee, a)[0], -1, (-2, -1))).abs().mean()  # noqa: E731
+    gap = lambda yy, ee: (x0_of(yy, ee, a)[1] - torch.rot90(x0_of(yy, ee, a)[0], -1, (-2, -1))).abs().mean()
     g0 = gap(y, eps)
     s._greedy(run, y, eps, info)
     assert gap(y, eps) < g0

@@ -19,12 +19,21 @@ A distance is any callable ``d(x, target) -> Tensor[B]``: ``x`` is a batch of de
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
-__all__ = ["PixelDistance", "GramDistance", "FeatureDistance", "LPIPSDistance",
-           "gradient_features", "resolve_distance", "scenes_feature_distance", "DISTANCES"]
+__all__ = [
+    "DISTANCES",
+    "FeatureDistance",
+    "GramDistance",
+    "LPIPSDistance",
+    "PixelDistance",
+    "gradient_features",
+    "resolve_distance",
+    "scenes_feature_distance",
+]
 
 
 def _per_image(v: torch.Tensor) -> torch.Tensor:

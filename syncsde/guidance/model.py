@@ -21,11 +21,12 @@ affine conversions of ``sample`` / ``v_prediction`` outputs.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-__all__ = ["differentiable_eps", "CallCounter"]
+__all__ = ["CallCounter", "differentiable_eps"]
 
 
 def _prior_eps(prior_den: Any, x: torch.Tensor, t: int, cond: Sequence[Any]) -> torch.Tensor:

@@ -19,13 +19,21 @@ the gradient of the sum is the per-window gradient).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from syncsde.guidance._common import (Costs, batch_size, check_decode, check_grad_through,
-                                      check_int, check_nonneg, flat_cond)
+from syncsde.guidance._common import (
+    Costs,
+    batch_size,
+    check_decode,
+    check_grad_through,
+    check_int,
+    check_nonneg,
+    flat_cond,
+)
 from syncsde.guidance.distances import resolve_distance
 from syncsde.guidance.model import differentiable_eps
 from syncsde.strategies import MultiDiffusion

@@ -31,19 +31,26 @@ the step is SyncSDE's (the coupling term of Eq. 6) from the controlled states; w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import torch
 
 from syncsde import autograd as ag
-from syncsde.guidance._common import (Costs, batch_size, check_decode, check_grad_through,
-                                      check_int, check_nonneg, flat_cond)
-from syncsde.guidance.model import differentiable_eps
 from syncsde.correlation import _Chain
+from syncsde.guidance._common import (
+    Costs,
+    batch_size,
+    check_decode,
+    check_grad_through,
+    check_int,
+    check_nonneg,
+    flat_cond,
+)
+from syncsde.guidance.model import differentiable_eps
 from syncsde.strategies import SyncSDE
 
-__all__ = ["SyncVC", "DEFAULT_LR"]
+__all__ = ["DEFAULT_LR", "SyncVC"]
 
 #: Adam learning rate when none is given (tuned on the exact-score benchmark; the paper's value
 #: is not in the seed text).
