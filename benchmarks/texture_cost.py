@@ -27,7 +27,6 @@ def timed(fn, repeat=3):
 
 
 def main(argv=None):
-    import numpy as np
     import trimesh
 
     from syncsde import ops

@@ -21,7 +21,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -100,7 +99,7 @@ def build(kind: str = "sphere", texture_size: int = 16, view_size: int = 12,
     mesh = bench_mesh(kind)
     cams = default_cameras() if cameras is None else cameras
     V = TextureViews(mesh, cams, view_size, texture_size, channels=1)
-    T, L, P = V.T, V.L, V.P
+    T, L = V.T, V.L
     hit = np.zeros(T * T, bool)
     for w in V.bake_weight:
         hit |= w.numpy()[:T * T] > 0
@@ -110,13 +109,11 @@ def build(kind: str = "sphere", texture_size: int = 16, view_size: int = 12,
     sigma = np.exp(-0.5 * d2 / lengthscale ** 2) + 1e-6 * np.eye(len(active))
     mu = pts @ np.asarray(mean_direction, np.float64)
     # full canonical law on the canvas: active texels ~ field, background slots ~ N(0, 1)
-    idx = np.concatenate([active, np.arange(T * T, L)])
     mu_full = np.zeros(L)
     mu_full[active] = mu
     cov_full = np.zeros((L, L))
     cov_full[np.ix_(active, active)] = sigma
     cov_full[np.arange(T * T, L), np.arange(T * T, L)] = 1.0
-    del idx
     laws = {}
     for i in range(V.num_views):
         R = V.render[i].to_dense()  # [P, L]

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from syncsde import ops
-from syncsde.correlation import Correlation, mask_shape
+from syncsde.correlation import Correlation
 from syncsde.mesh.camera import Camera, ViewRaster, rasterize_uv, rasterize_view
 from syncsde.mesh.io import Mesh
 from syncsde.views import ViewSet
@@ -68,7 +68,7 @@ class CSR:
         np.add.at(d, (rows, self.indices.numpy()), self.values.numpy())
         return d
 
-    def apply(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` over the last dim of ``x``."""
         vals = self.values if x.dtype == torch.float64 else self.values.to(x.dtype)
         return ops.csr_apply(x.contiguous(), self.indptr, self.indices, vals, self.n_cols)
