@@ -119,3 +119,16 @@ def test_outputs_reload(tmp_path):
     # the GLB's corners sit where the mesh's are, with the same UVs
     np.testing.assert_allclose(np.sort(g.vertices[g.faces].reshape(-1, 3), axis=0),
                                np.sort(m.vertices[m.faces].reshape(-1, 3), axis=0), atol=1e-6)
+
+
+def test_out_of_range_indices_in_files(tmp_path):
+    obj = tmp_path / "oor.obj"
+    obj.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 9\n")
+    with pytest.raises(MeshError, match="oor.obj.*(out of bounds|outside)"):
+        load_mesh(obj)
+    ply = tmp_path / "oor.ply"
+    ply.write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+                   "property float z\nelement face 1\nproperty list uchar int vertex_indices\n"
+                   "end_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n")
+    with pytest.raises(MeshError, match=r"oor.ply: face 0 has vertex index \[0, 1, 7\] outside"):
+        load_mesh(ply)
