@@ -241,3 +241,18 @@ def test_cli_generator_reference_and_errors(tmp_path, capsys):
     bad.write_text("[strategies.a]\nname = 'nope'\n[[tasks]]\nprompts = ['a day']\n")
     assert main([str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "strategies.a.name" in capsys.readouterr().err
+
+
+def test_two_processes_under_accelerate_launch_equal_one(reference_run, tmp_path):
+    pytest.importorskip("accelerate")
+    tmp, cfg, out, _ = reference_run
+    out2 = tmp_path / "out"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "syncsde.eval", str(cfg), "--out", str(out2), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _state(out2) == _state(out)
+    assert "process 0 of 2: 6 images made" in r.stderr
+    assert "process 1 of 2: 6 images made" in r.stderr
+    assert "| syncsde | 4 |" in r.stdout

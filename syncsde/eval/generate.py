@@ -11,7 +11,7 @@ from syncsde.eval.config import REFERENCE, EvalConfig, Item
 
 __all__ = ["ItemMaker", "to_png_image", "load_png"]
 
-_PIPELINES: dict[str, object] = {}  # loaded once per process (repeated runs in one process)
+_PIPELINES: dict[tuple, object] = {}  # loaded once per process (repeated runs in one process)
 
 
 def to_png_image(x: torch.Tensor):
@@ -34,8 +34,9 @@ def load_png(path: str | Path) -> torch.Tensor:
 class ItemMaker:
     """Loads the model once (lazily) and makes the image of any item of ``cfg``."""
 
-    def __init__(self, cfg: EvalConfig):
+    def __init__(self, cfg: EvalConfig, device: str | None = None):
         self.cfg = cfg
+        self.device = device
         self.tasks = {t["name"]: t for t in cfg.tasks}
         self._pipe = None
 
@@ -44,10 +45,10 @@ class ItemMaker:
         if self._pipe is None:
             from syncsde.models import load_pipeline
 
-            name = self.cfg.raw["model"]
-            if name not in _PIPELINES:
-                _PIPELINES[name] = load_pipeline(name)
-            self._pipe = _PIPELINES[name]
+            key = (self.cfg.raw["model"], self.device)
+            if key not in _PIPELINES:
+                _PIPELINES[key] = load_pipeline(key[0], device=self.device)
+            self._pipe = _PIPELINES[key]
             if hasattr(self._pipe, "set_progress_bar_config"):
                 self._pipe.set_progress_bar_config(disable=True)
         return self._pipe

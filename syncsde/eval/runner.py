@@ -28,21 +28,28 @@ CONFIG_FILE = "eval_config.json"
 
 
 class Distributed:
-    """Rank, world size and a barrier from accelerate's ``PartialState`` when it is installed
-    (single process otherwise)."""
+    """Rank, world size, device and a barrier from accelerate's ``PartialState`` when it is
+    installed (single process otherwise). Without CUDA the processes talk over gloo (launch
+    them with ``accelerate launch --multi_gpu --num_processes N``: accelerate's ``--cpu`` flag
+    runs a single process); with CUDA process ``r`` generates on ``cuda:<local rank>``."""
 
     def __init__(self, use_accelerate: bool = True):
+        import torch
+
         self.state = None
+        cuda = torch.cuda.is_available()
         if use_accelerate:
             try:
                 from accelerate import PartialState
             except ImportError:
                 PartialState = None
             if PartialState is not None:
-                self.state = PartialState(cpu=True, timeout=timedelta(hours=72)) \
-                    if _launched() else PartialState(cpu=True)
+                kw = {"timeout": timedelta(hours=72)} if _launched() else {}
+                self.state = PartialState(cpu=not cuda, **kw)
         self.rank = self.state.process_index if self.state else 0
         self.world = self.state.num_processes if self.state else 1
+        local = self.state.local_process_index if self.state else 0
+        self.device = f"cuda:{local}" if cuda else None
 
     def barrier(self) -> None:
         if self.state is not None and self.world > 1:
@@ -52,7 +59,7 @@ class Distributed:
 def _launched() -> bool:
     import os
 
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) >= 0
 
 
 def cfg_task_source(cfg, task: str) -> str:
@@ -139,7 +146,7 @@ def run_eval(config: str, out: str, force: bool = False, new: bool = False, prog
     mine = shard(items, dist.rank, dist.world)
     done = valid_entries(out_dir, {it.key: it for it in mine})
     todo = [it for it in mine if it.key not in done]
-    maker = ItemMaker(cfg)
+    maker = ItemMaker(cfg, getattr(dist, "device", None))
     if any(it.strategy != REFERENCE or cfg_task_source(cfg, it.task) == "model" for it in todo):
         maker.pipe  # load the model before the clock starts: seconds are per image
     bar = tqdm(todo, desc=f"generate [{dist.rank}/{dist.world}]", unit="img", disable=not progress,
@@ -158,6 +165,11 @@ def run_eval(config: str, out: str, force: bool = False, new: bool = False, prog
             "seconds": round(seconds, 4)})
         if after_item is not None:
             after_item(k)
+    if progress or dist.world > 1:
+        import sys
+
+        print(f"syncsde eval: process {dist.rank} of {dist.world}: {len(todo)} images made, "
+              f"{len(mine) - len(todo)} reused", file=sys.stderr, flush=True)
     dist.barrier()
     if dist.rank != 0:
         return {}
