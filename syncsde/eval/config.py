@@ -14,10 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+    import tomli as tomllib
 
 __all__ = ["EvalConfigError", "Item", "EvalConfig", "load_config", "TASK_KINDS", "METRICS",
            "REFERENCE", "sample_seed"]
