@@ -33,7 +33,7 @@ _TOP_KEYS = {"name", "model", "seed", "num_inference_steps", "guidance_scale", "
              "feature_net", "kid_subsets", "kid_subset_size", "strategies", "tasks", "threads"}
 _TASK_KEYS = {"name", "kind", "prompts", "prompt_file", "strategies", "samples_per_prompt",
               "height", "width", "window", "stride", "reference", "metrics",
-              "num_inference_steps", "guidance_scale"}
+              "num_inference_steps", "guidance_scale", "fid_scope"}
 _REF_KEYS = {"source", "per_prompt", "folder", "height", "width"}
 
 
@@ -81,7 +81,8 @@ class EvalConfig:
         """Everything that decides pixels (metrics and feature nets left out)."""
         r = {k: v for k, v in self.raw.items() if k not in ("feature_net", "kid_subsets",
                                                               "kid_subset_size", "threads")}
-        r["tasks"] = [{k: v for k, v in t.items() if k != "metrics"} for t in self.raw["tasks"]]
+        r["tasks"] = [{k: v for k, v in t.items() if k not in ("metrics", "fid_scope")}
+                      for t in self.raw["tasks"]]
         return r
 
     def items(self) -> list[Item]:
@@ -253,11 +254,17 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
         if width < 2 * height and any(m in ("intra_lpips", "intra_style", "hsv") for m in metrics):
             raise EvalConfigError(f"{w}.metrics: intra_lpips, intra_style and hsv need at least "
                                   f"two crops (width >= 2 height)")
+        scope = t.get("fid_scope", "pooled")
+        if scope not in ("pooled", "per_prompt"):
+            raise EvalConfigError(f"{w}.fid_scope: expected 'pooled' or 'per_prompt', got {scope!r}")
+        if scope == "per_prompt" and src == "folder":
+            raise EvalConfigError(f"{w}.fid_scope: 'per_prompt' needs generated references "
+                                  "(a folder has no prompts)")
         cfg["tasks"].append({
             "name": name, "kind": kind, "prompts": prompts, "strategies": strat,
             "samples_per_prompt": _int(t, "samples_per_prompt", cfg["samples_per_prompt"], w),
             "height": height, "width": width, "window": window, "stride": stride,
             "num_inference_steps": _int(t, "num_inference_steps", cfg["num_inference_steps"], w),
             "guidance_scale": float(t.get("guidance_scale", cfg["guidance_scale"])),
-            "reference": r, "metrics": metrics})
+            "reference": r, "metrics": metrics, "fid_scope": scope})
     return EvalConfig(cfg, path, cfg["tasks"])

@@ -3,8 +3,10 @@
 Conventions (docs/evaluation.md):
 
 - FID / KID: one random ``height x window`` crop per wide image (position drawn from the item's
-  seed), as SyncDiffusion scores panoramas, against the reference set, pooled over prompts;
-  KID x 1e3 with the std over subsets.
+  seed), as SyncDiffusion and SyncSDE score panoramas, against the reference set; with
+  ``fid_scope = "pooled"`` (default) over all prompts together (KID std over subsets), with
+  ``"per_prompt"`` per prompt against that prompt's references, then mean and std over prompts
+  (SyncDiffusion's Table S2 reports mean +- std). KID x 1e3.
 - CLIP-S: mean over the non-overlapping ``height x height`` crops of each image, then over
   images; raw cosine and x100 (clipped at 0), labelled; with the scenes stand-in also the
   classifier's prompt agreement rate.
@@ -31,7 +33,7 @@ __all__ = ["score_task", "write_tables", "COLUMNS", "load_reference_folder"]
 
 COLUMNS = {
     "kid": ["KID x1e3", "KID x1e3 std"],
-    "fid": ["FID"],
+    "fid": ["FID", "FID std"],
     "clip": ["CLIP-S (cos)", "CLIP-S x100", "prompt agreement"],
     "intra_lpips": ["Intra-LPIPS"],
     "intra_style": ["Intra-Style-L (sum over pairs)", "Intra-Style-L (mean over pairs)"],
@@ -75,12 +77,14 @@ def score_task(cfg: EvalConfig, task: dict, out: Path, entries: dict, nets: dict
         return [load_png(out / e["file"]) for e in es], es
 
     need_ref = any(m in metrics for m in ("kid", "fid"))
+    per_prompt = task["fid_scope"] == "per_prompt"
     if need_ref:
         ref = task["reference"]
         if ref["source"] == "folder":
-            ref_imgs = load_reference_folder(ref["folder"], ref["height"], ref["width"])
+            ref_imgs, ref_prompt = load_reference_folder(ref["folder"], ref["height"], ref["width"]), None
         else:
-            ref_imgs = torch.stack(images_of(REFERENCE)[0])
+            imgs_r, es_r = images_of(REFERENCE)
+            ref_imgs, ref_prompt = torch.stack(imgs_r), np.array([e["prompt_index"] for e in es_r])
         ref_feats = _batched(nets["features"].features, ref_imgs).double().numpy()
     rows = []
     for label in task["strategies"]:
@@ -93,12 +97,24 @@ def score_task(cfg: EvalConfig, task: dict, out: Path, entries: dict, nets: dict
                 x0 = int(np.random.default_rng(e["seed"]).integers(0, img.shape[-1] - win + 1))
                 crops.append(img[:, :, x0:x0 + win])
             feats = _batched(nets["features"].features, torch.stack(crops)).double().numpy()
+            if per_prompt:   # SyncDiffusion's Table S2: per prompt, then mean +- std over prompts
+                gen_prompt = np.array([e["prompt_index"] for e in es])
+                groups = [(feats[gen_prompt == p], ref_feats[ref_prompt == p])
+                          for p in range(len(task["prompts"]))]
+            else:            # the SyncSDE paper's tables: all prompts pooled
+                groups = [(feats, ref_feats)]
             if "kid" in metrics:
-                m, s = kid(feats, ref_feats, cfg.raw["kid_subsets"], cfg.raw["kid_subset_size"],
-                           seed=cfg.raw["seed"])
-                row["KID x1e3"], row["KID x1e3 std"] = m * KID_SCALE, s * KID_SCALE
+                ks = [kid(a, b, cfg.raw["kid_subsets"], cfg.raw["kid_subset_size"],
+                          seed=cfg.raw["seed"]) for a, b in groups]
+                row["KID x1e3"] = float(np.mean([k[0] for k in ks])) * KID_SCALE
+                # pooled: std over KID subsets; per prompt: std over prompts
+                row["KID x1e3 std"] = (float(np.std([k[0] for k in ks])) if per_prompt
+                                       else ks[0][1]) * KID_SCALE
             if "fid" in metrics:
-                row["FID"] = fid(feats, ref_feats)
+                fs = [fid(a, b) for a, b in groups]
+                row["FID"] = float(np.mean(fs))
+                if per_prompt:
+                    row["FID std"] = float(np.std(fs))
         if "clip" in metrics:
             emb = nets["clip"]
             cos, prompts_c, crops_c = [], [], []
