@@ -77,7 +77,7 @@ def score_task(cfg: EvalConfig, task: dict, out: Path, entries: dict, nets: dict
         return [load_png(out / e["file"]) for e in es], es
 
     need_ref = any(m in metrics for m in ("kid", "fid"))
-    per_prompt = task["fid_scope"] == "per_prompt"
+    per_prompt = task.get("fid_scope", "pooled") == "per_prompt"
     if need_ref:
         ref = task["reference"]
         if ref["source"] == "folder":
