@@ -385,3 +385,32 @@ def test_cli_bench_new_and_bad_arguments(capsys, tmp_path):
         ap.parse_args(["tileable"])            # --prompt is required
     with pytest.raises(SystemExit):
         ap.parse_args(["hybrid", "--far", "a", "--near", "b", "--factor", "0"])
+
+
+def test_least_squares_average_matches_numpy_lstsq():
+    rng = np.random.default_rng(5)
+    H, W, h, w = 3, 4, 2, 3
+    P = H * W
+    maps, dense = [], []
+    for i in range(3):  # random interpolating maps plus a gather of the whole canvas: full rank
+        rows = np.repeat(np.arange(h * w), 3)
+        cols = rng.integers(0, P, rows.size)
+        vals = rng.uniform(0.1, 1, rows.size)
+        maps.append((rows, cols, vals))
+    maps.append((np.arange(h * w), np.arange(h * w) * 2, np.ones(h * w)))  # every other pixel
+    maps.append((np.arange(h * w), np.arange(h * w) * 2 + 1, np.ones(h * w)))
+    views = SparseViews((2, H, W), (h, w), maps, average_iters=P)  # CG is exact in <= P steps
+    dense = dense_maps(views)
+    y = torch.from_numpy(rng.normal(size=(len(maps), 2, h, w)))
+    wts = torch.from_numpy(rng.uniform(0.5, 2, size=(len(maps), 1, 1, 1)))
+    got = views.average(y, wts).numpy()
+    A = np.concatenate([np.sqrt(float(wts[i])) * dense[i] for i in range(len(maps))])
+    for ch in range(2):
+        b = np.concatenate([np.sqrt(float(wts[i])) * y[i, ch].numpy().reshape(-1) for i in range(len(maps))])
+        ref = np.linalg.lstsq(A, b, rcond=None)[0]
+        np.testing.assert_allclose(got[ch].reshape(-1), ref, atol=1e-8)
+    # with no iterations it is the normalised adjoint
+    views.average_iters = 0
+    num = sum(float(wts[i]) * (y[i].numpy().reshape(2, -1) @ dense[i]) for i in range(len(maps)))
+    den = sum(float(wts[i]) * dense[i].sum(0) for i in range(len(maps)))
+    np.testing.assert_allclose(views.average(y, wts).numpy().reshape(2, -1), num / den, atol=1e-12)

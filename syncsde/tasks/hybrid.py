@@ -47,9 +47,12 @@ def _check(v: Any, name: str, minimum: int = 1) -> int:
     return int(v)
 
 
-def hybrid_views(channels: int, size: int, factor: int = 2, stride: int | None = None) -> SparseViews:
+def hybrid_views(channels: int, size: int, factor: int = 2, stride: int | None = None,
+                 average_iters: int = 5) -> SparseViews:
     """View 0: the ``(factor*size)^2`` canvas downsampled by ``factor`` (area mean) to
-    ``size x size``; views 1..: ``size x size`` windows every ``stride`` (default size / 2)."""
+    ``size x size``; views 1..: ``size x size`` windows every ``stride`` (default size / 2).
+    The canonical average is the least-squares canvas (``average_iters`` conjugate-gradient
+    steps; the normal matrix is block diagonal, so a few steps converge)."""
     C, s, f = _check(channels, "channels"), _check(size, "size"), _check(factor, "factor", 2)
     st = s // 2 if stride is None else _check(stride, "stride")
     if s % f or st % f:
@@ -66,7 +69,7 @@ def hybrid_views(channels: int, size: int, factor: int = 2, stride: int | None =
     offs = window_offsets(S, s, st)
     index = [((t + r) * S + l + c).reshape(-1) for t in offs for l in offs]
     maps = [far] + [(np.arange(s * s), ix, np.ones(s * s)) for ix in index]
-    views = SparseViews((C, S, S), (s, s), maps)
+    views = SparseViews((C, S, S), (s, s), maps, average_iters)
     views.factor = f
     return views
 

@@ -68,4 +68,4 @@ def run_problem(problem: Problem, den: Any, *, task: str, strategy: str | Strate
     s = dict(task=task, strategy=res.strategy, inv_lambda=inv_lambda,
              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,
              num_views=problem.views.num_views, **(settings or {}))
-    return PipelineResult(images, tensors, latents, res, s)
+    return PipelineResult(images, tensors, latents, res, s, {"problem": problem})

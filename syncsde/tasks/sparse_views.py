@@ -47,7 +47,11 @@ class SparseViews(ViewSet):
     ``y_i[r] = sum_{k: rows[k] = r} vals[k] X[cols[k]]`` (repeated pairs add up).
     """
 
-    def __init__(self, canvas_shape: Sequence[int], view_size: Sequence[int], maps: Sequence):
+    def __init__(self, canvas_shape: Sequence[int], view_size: Sequence[int], maps: Sequence,
+                 average_iters: int = 0):
+        if isinstance(average_iters, bool) or not isinstance(average_iters, int) or average_iters < 0:
+            raise ValueError(f"average_iters must be an integer >= 0, got {average_iters!r}")
+        self.average_iters = average_iters
         C, H, W = _shape3(canvas_shape, "canvas_shape")
         _, h, w = _shape3((1, *view_size), "view_size")
         if len(maps) == 0:
@@ -157,6 +161,35 @@ class SparseViews(ViewSet):
             rw = weights.reshape(n, -1)[:, :1].expand(n, h * w).reshape(-1)
         cov = self._apply(rw.to(torch.float64).contiguous(), (self.indptr, self.indices, self.values), True)
         return cov.to(dtype).reshape(1, H, W)
+
+    def average(self, views, weights=None, fallback=None):
+        """The canonical average. With ``average_iters = 0`` the normalised adjoint
+        ``sum_i A_i^T w_i y_i / sum_i A_i^T w_i`` (the least-squares solution when the maps are
+        gathers); otherwise that many conjugate-gradient steps, started there, towards the
+        weighted least-squares canvas ``argmin_X sum_i |w_i^(1/2) (A_i X - y_i)|^2`` on the covered
+        pixels (MultiDiffusion's definition, which for interpolating maps differs from the
+        normalised adjoint: that one blurs, and blurs again at every step)."""
+        x = super().average(views, weights, fallback)
+        if not self.average_iters:
+            return x
+        covered = self.coverage(weights, views.dtype).to(views.device) > 0
+
+        def normal(z):  # sum_i A_i^T W_i A_i z, on covered pixels
+            return self.adjoint(self.forward(z), weights) * covered
+
+        dims = (-2, -1)
+        r = (self.adjoint(views, weights) - normal(x)) * covered
+        p = r.clone()
+        rs = (r * r).sum(dims, keepdim=True)
+        for _ in range(self.average_iters):
+            q = normal(p)
+            alpha = rs / (p * q).sum(dims, keepdim=True).clamp_min(1e-30)
+            x = x + alpha * p
+            r = r - alpha * q
+            rs_new = (r * r).sum(dims, keepdim=True)
+            p = r + rs_new / rs.clamp_min(1e-30) * p
+            rs = rs_new
+        return x
 
     def forward_one(self, i, canvas):
         C, H, W = self.canvas_shape
