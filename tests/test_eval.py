@@ -294,3 +294,34 @@ def test_per_prompt_fid_kid_scope(reference_run, tmp_path):
     row = next(r for r in res["wide"] if r["strategy"] == "md")
     assert row["FID"] == pytest.approx(np.mean(fids), rel=1e-6)
     assert row["FID std"] == pytest.approx(np.std(fids), rel=1e-6)
+
+
+def test_separate_lpips_and_style_nets_from_weight_files(tmp_path):
+    from safetensors.torch import save_file
+
+    from syncsde.eval.runner import _feature_nets
+    from syncsde.metrics.features import WeightsNotFoundError, _vgg_layers
+
+    body = _vgg_layers("vgg19")
+    save_file({f"features.{k}": v for k, v in body.state_dict().items()}, str(tmp_path / "v19.safetensors"))
+    heads = {f"lin{l}.model.1.weight": torch_ones(c) for l, c in enumerate((64, 128, 256, 512, 512))}
+    save_file(heads, str(tmp_path / "h.safetensors"))
+    text = _write(tmp_path).read_text().replace(
+        "threads = 1", "threads = 1\nstyle_net = { net = 'vgg19', weights = 'PLACE', taps = 'style' }\n"
+        "lpips_heads = 'HEADS'").replace("PLACE", str(tmp_path / "v19.safetensors")).replace(
+        "HEADS", str(tmp_path / "h.safetensors"))
+    (tmp_path / "c.toml").write_text(text)
+    cfg = load_config(tmp_path / "c.toml")
+    assert cfg.config_hash == load_config(_write(tmp_path, name="plain.toml")).config_hash
+    nets = _feature_nets(cfg)
+    assert nets["style"].name == "vgg19-style" and nets["lpips"] is nets["features"]
+    assert [h.shape[0] for h in nets["lpips_heads"]] == [64, 128, 256, 512, 512]
+    (tmp_path / "c.toml").write_text(text.replace("v19.safetensors", "gone.safetensors"))
+    with pytest.raises(WeightsNotFoundError, match="gone.safetensors"):
+        _feature_nets(load_config(tmp_path / "c.toml"))
+
+
+def torch_ones(c):
+    import torch
+
+    return torch.ones(1, c, 1, 1)

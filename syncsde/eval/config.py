@@ -30,7 +30,7 @@ TASK_KINDS = ("wide",)
 METRICS = ("kid", "fid", "clip", "intra_lpips", "intra_style", "hsv", "seam_jump")
 REFERENCE = "reference"  # the strategy name of reference-set items
 _TOP_KEYS = {"name", "model", "seed", "num_inference_steps", "guidance_scale", "samples_per_prompt",
-             "feature_net", "kid_subsets", "kid_subset_size", "strategies", "tasks", "threads"}
+             "feature_net", "lpips_net", "style_net", "lpips_heads", "kid_subsets", "kid_subset_size", "strategies", "tasks", "threads"}
 _TASK_KEYS = {"name", "kind", "prompts", "prompt_file", "strategies", "samples_per_prompt",
               "height", "width", "window", "stride", "reference", "metrics",
               "num_inference_steps", "guidance_scale", "fid_scope"}
@@ -79,8 +79,9 @@ class EvalConfig:
 
     def generation_part(self) -> dict:
         """Everything that decides pixels (metrics and feature nets left out)."""
-        r = {k: v for k, v in self.raw.items() if k not in ("feature_net", "kid_subsets",
-                                                              "kid_subset_size", "threads")}
+        r = {k: v for k, v in self.raw.items()
+             if k not in ("feature_net", "lpips_net", "style_net", "lpips_heads", "kid_subsets",
+                          "kid_subset_size", "threads")}
         r["tasks"] = [{k: v for k, v in t.items() if k not in ("metrics", "fid_scope")}
                       for t in self.raw["tasks"]]
         return r
@@ -157,6 +158,9 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
         "guidance_scale": float(raw.get("guidance_scale", 3.0)),
         "samples_per_prompt": _int(raw, "samples_per_prompt", 4, where),
         "feature_net": raw.get("feature_net", "scenes"),
+        "lpips_net": raw.get("lpips_net", raw.get("feature_net", "scenes")),
+        "style_net": raw.get("style_net", raw.get("feature_net", "scenes")),
+        "lpips_heads": raw.get("lpips_heads"),
         "kid_subsets": _int(raw, "kid_subsets", 100, where),
         "kid_subset_size": _int(raw, "kid_subset_size", 1000, where, 2),
         "threads": _int(raw, "threads", 0, where, 0),

@@ -108,12 +108,22 @@ def _check_config(cfg, out: Path, force: bool, new: bool, rank: int) -> None:
 
 
 def _feature_nets(cfg) -> dict:
+    """The networks named by ``feature_net`` (FID/KID, and the scenes CLIP stand-in),
+    ``lpips_net`` / ``style_net`` (default: ``feature_net``) and ``lpips_heads`` (a file)."""
     from syncsde.metrics.clip_score import ScenesPromptEmbedder
     from syncsde.metrics.features import load_feature_net
+    from syncsde.metrics.perceptual import load_lpips_heads
 
-    feats = load_feature_net(cfg.raw["feature_net"])
-    return {"features": feats, "lpips": feats, "style": feats,
+    raw = cfg.raw
+    feats = load_feature_net(raw["feature_net"])
+    same = lambda key: raw[key] == raw["feature_net"]  # noqa: E731
+    nets = {"features": feats,
+            "lpips": feats if same("lpips_net") else load_feature_net(raw["lpips_net"]),
+            "style": feats if same("style_net") else load_feature_net(raw["style_net"]),
             "clip": ScenesPromptEmbedder(feats if hasattr(feats, "attribute_probabilities") else None)}
+    if raw["lpips_heads"]:
+        nets["lpips_heads"] = load_lpips_heads(raw["lpips_heads"])
+    return nets
 
 
 def run_eval(config: str, out: str, force: bool = False, new: bool = False, progress: bool = True,
