@@ -356,6 +356,7 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
         cfg = pipe.scheduler.config
         if cfg is not cached.scheduler_config:  # the scheduler was swapped: follow it
             cached.scheduler_config = cfg
+            cached.scheduler_class = type(pipe.scheduler).__name__
             cached.prediction_type = cfg.get("prediction_type", "epsilon")
             cached._abar_table = None
         return cached

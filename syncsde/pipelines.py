@@ -109,12 +109,61 @@ def _decode(den: StableDiffusionDenoiser, latents: torch.Tensor):
     return to_pil(imgs), imgs
 
 
+def decode_circular(den: StableDiffusionDenoiser, latents: torch.Tensor,
+                    padding: int = 8) -> torch.Tensor:
+    """Decodes a 360-degree panorama with wrap padding: ``padding`` latent columns from each end
+    are copied to the other side before the VAE decode and their pixels cropped after, so the
+    decoder sees the wrap as an interior (diffusers' panorama pipeline does the same)."""
+    z = latents[None] if latents.dim() == 3 else latents
+    p = max(0, min(int(padding), z.shape[-1]))
+    if p == 0:
+        return den.decode(z)
+    padded = torch.cat([z[..., -p:], z, z[..., :p]], dim=-1)
+    img = den.decode(padded)
+    cut = p * (img.shape[-1] // padded.shape[-1])
+    return img[..., cut:img.shape[-1] - cut]
+
+
 def _latent_size(den: StableDiffusionDenoiser, height: int, width: int) -> tuple[int, int]:
     f = den.vae_scale_factor
     if height % f or width % f:
         raise ValueError(f"height and width must be multiples of {f} (the VAE factor), got "
                          f"{height}x{width}")
     return height // f, width // f
+
+
+def sampling_schedule(den, num_steps: int, scheduler: Any = "pipeline"):
+    """What drives the sampling steps of a one-call function: ``"pipeline"`` follows the
+    pipeline's own scheduler (a plain DDIM takes the C fast path; DDPM, DDIM with clipping or
+    thresholding, Euler, Euler-ancestral and DPM-Solver++ are driven through diffusers; any other
+    is refused by name), ``"ddim"`` builds DDIM from its config (the authors' choice), or a
+    diffusers scheduler object given here."""
+    from syncsde.solvers import DiffusersSolver, is_plain_ddim
+
+    if isinstance(scheduler, str):
+        if scheduler == "ddim":
+            return den.schedule(num_steps)
+        if scheduler != "pipeline":
+            raise ValueError(f"scheduler must be 'pipeline', 'ddim' or a diffusers scheduler, "
+                             f"got {scheduler!r}")
+        config = getattr(den, "scheduler_config", None)
+        if config is None:
+            return den.schedule(num_steps)
+        config = {**dict(config), "_class_name": getattr(den, "scheduler_class", None) or
+                  dict(config).get("_class_name") or "DDIMScheduler"}
+        if is_plain_ddim(config):
+            return den.schedule(num_steps)
+        return DiffusersSolver(config, num_steps)
+    return DiffusersSolver(scheduler, num_steps)
+
+
+def _cfg(guidance_scale: float) -> float:
+    """diffusers' rule: a guidance scale <= 1 means no classifier-free guidance."""
+    return float(guidance_scale) if guidance_scale > 1 else 1.0
+
+
+def _scheduler_name(schedule) -> str:
+    return getattr(schedule, "name", "DDIMScheduler")
 
 
 def ddim_loop(denoiser, x: torch.Tensor, schedule: SamplingSchedule, cond: Sequence[Any],
@@ -222,7 +271,8 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
                seed: int = 0, progress: bool = True, max_batch: int | None = None,
                decode: bool = True, strategy_options: dict | None = None,
                callback: Callable | None = None, init: str = "canvas",
-               decode_windows: bool = False, authors_compat: bool = False) -> PipelineResult:
+               decode_windows: bool = False, authors_compat: bool = False,
+               scheduler: Any = "pipeline") -> PipelineResult:
     """A wide image from SD windows (authors: SD2-base, 512x2048, CFG 7.5, 50 steps).
 
     ``init="canvas"`` crops every window's initial noise from one canvas-sized map (the authors'
@@ -251,11 +301,15 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
         raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
     problem.init = init
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
-    res = sample(problem, den, strat, schedule=den.schedule(num_inference_steps),
-                 guidance_scale=guidance_scale, eta=eta, seed=seed, device=den.device,
-                 progress=progress, max_batch=max_batch, callback=callback)
+    sched = sampling_schedule(den, num_inference_steps, scheduler)
+    res = sample(problem, den, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
+                 eta=eta, seed=seed, device=den.device, progress=progress, max_batch=max_batch,
+                 callback=callback)
     latents = res.output
-    images, tensors = _decode(den, latents) if decode else ([], None)
+    images, tensors = ([], None)
+    if decode and den.vae is not None:
+        tensors = decode_circular(den, latents) if circular else den.decode(latents)
+        images = to_pil(tensors)
     extras: dict[str, Any] = {}
     if decode_windows:
         extras["window_images"], extras["window_tensors"] = _decode(den, res.views)
@@ -264,6 +318,7 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
                     window=win * f, stride=st * f, circular=circular, strategy=res.strategy,
                     inv_lambda=inv_lambda, num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale, eta=eta, seed=seed, init=init,
+                    scheduler=_scheduler_name(sched),
                     authors_compat=authors_compat, num_views=problem.views.num_views)
     return PipelineResult(images, tensors, latents, res, settings, extras)
 
@@ -277,7 +332,7 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
                     progress: bool = True, decode_all: bool = False,
                     strategy_options: dict | None = None,
                     callback: Callable | None = None,
-                    authors_compat: bool = False) -> PipelineResult:
+                    authors_compat: bool = False, scheduler: Any = "pipeline") -> PipelineResult:
     """Mask-based text-to-image (authors: SD2-base, 50 steps, CFG 7.5, inv_lambda 5;
     ``authors_compat`` selects their uncapped pull).
 
@@ -296,9 +351,9 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
     problem = masked_problem((C, h, w), m, background_prompt, object_prompt, combined_prompt,
                              negative=negative_prompt)
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
-    res = sample(problem, den, strat, schedule=den.schedule(num_inference_steps),
-                 guidance_scale=guidance_scale, eta=eta, seed=seed, device=den.device,
-                 progress=progress, callback=callback)
+    sched = sampling_schedule(den, num_inference_steps, scheduler)
+    res = sample(problem, den, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
+                 eta=eta, seed=seed, device=den.device, progress=progress, callback=callback)
     latents = res.output
     decode = torch.stack([res.views[2], res.views[0], res.views[1]]) if decode_all else latents
     images, tensors = _decode(den, decode)
@@ -308,7 +363,7 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
                     strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     eta=eta, seed=seed, mask_fraction=float(m.mean()),
-                    authors_compat=authors_compat)
+                    authors_compat=authors_compat, scheduler=_scheduler_name(sched))
     return PipelineResult(images, tensors, latents, res, settings, {"mask": m})
 
 
@@ -536,7 +591,9 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
     ``target_prompt`` defaults to the caption with ``source_word`` replaced by ``target_word``;
     the caption word is found as the authors do (:func:`syncsde.editing.match_source_word`:
     exact word, then substring, then text-embedding similarity). ``authors_compat`` selects the
-    authors' inversion and uncapped pull.
+    authors' inversion and uncapped pull. Editing always samples with DDIM built from the
+    pipeline's scheduler config (DDIM inversion and its reconstruction need DDIM's deterministic
+    map); ``settings["scheduler"]`` says so.
     """
     from syncsde.editing import (image_digest, load_inversion, match_source_word,
                                  replace_matched_word, save_inversion)
@@ -605,8 +662,8 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
     extras["mask"] = m
     problem = edit_problem(x_T[0].cpu(), m, source_prompt, target_prompt, null=None)
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
-    res = sample(problem, den, strat, schedule=sched, guidance_scale=guidance_scale, seed=seed,
-                 device=den.device, progress=progress, callback=callback)
+    res = sample(problem, den, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
+                 seed=seed, device=den.device, progress=progress, callback=callback)
     latents = res.output
     decode = torch.stack([latents, res.views[0]]) if decode_reconstruction else latents
     images, tensors = _decode(den, decode)
@@ -615,6 +672,7 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
                     height=height, width=width, strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     tau=tau, seed=seed, sample_posterior=sample_posterior, inversion=inversion,
+                    scheduler="DDIMScheduler",
                     authors_compat=authors_compat, mask_fraction=float(m.mean()))
     return PipelineResult(images, tensors, latents, res, settings, extras)
 
@@ -632,7 +690,7 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
                     noise_level: int = 250, thresholding: bool | None = None, seed: int = 0,
                     progress: bool = True, strategy_options: dict | None = None,
                     callback: Callable | None = None,
-                    authors_compat: bool = False) -> PipelineResult:
+                    authors_compat: bool = False, scheduler: Any = "ddim") -> PipelineResult:
     """An image that reads as ``prompt_a`` and, seen through ``view``, as ``prompt_b``
     (authors: IF-I-M 64 px, 30 DDIM steps, CFG 10, inv_lambda 5; IF-II-M to 256 px).
 
@@ -661,15 +719,21 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
     problem = ambiguous_problem((C, S, S), view, prompt_a, prompt_b, negative=negative_prompt)
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     cfg = den1.scheduler_config or {}
+    sched1 = sampling_schedule(den1, num_inference_steps, scheduler)
     thr = None
     if cfg.get("thresholding", False) if thresholding is None else thresholding:
         thr = (float(cfg.get("dynamic_thresholding_ratio", 0.95)),
                float(cfg.get("sample_max_value", 1.5)))
-        strat = DynamicThresholding(strat, *thr)
+        if not isinstance(sched1, SamplingSchedule):
+            if thresholding is not None:
+                raise ValueError("a diffusers scheduler applies its own thresholding config; "
+                                 "pass thresholding=None with scheduler='pipeline'")
+        else:
+            strat = DynamicThresholding(strat, *thr)
     # the authors draw stage I's noise and then stage II's from one generator
     gen = _generator(seed)
-    res = sample(problem, den1, strat, schedule=den1.schedule(num_inference_steps),
-                 guidance_scale=guidance_scale, seed=gen, device=den1.device, progress=progress,
+    res = sample(problem, den1, strat, schedule=sched1,
+                 guidance_scale=_cfg(guidance_scale), seed=gen, device=den1.device, progress=progress,
                  callback=callback)
     views = res.views  # [2, 3, S, S] in [-1, 1]
     extras: dict[str, Any] = {"stage1": views.cpu()}
@@ -714,7 +778,8 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
                     strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     stage2=stage2 is not None, noise_level=noise_level,
-                    thresholding=thr is not None, seed=seed, authors_compat=authors_compat)
+                    thresholding=thr is not None, seed=seed, authors_compat=authors_compat,
+                    scheduler=_scheduler_name(sched1))
     return PipelineResult(to_pil(tensors), tensors, final.cpu(), res, settings, extras)
 
 

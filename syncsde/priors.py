@@ -497,6 +497,9 @@ class PriorDenoiser:
             raise KeyError(f"unknown prompt key {key!r}; known: {list(self.priors)}") from None
 
     def __call__(self, x_t: Any, t: Any, cond: Any = None) -> Any:
+        if not float(t).is_integer():
+            raise ValueError(f"exact priors take integer timesteps, got t={t} (use a scheduler "
+                             "with integer timesteps, e.g. timestep_spacing='leading')")
         t = int(t)
         if not 0 <= t < self.abar.numel():
             raise ValueError(f"t must be in [0, {self.abar.numel()}), got {t}")

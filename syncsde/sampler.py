@@ -8,6 +8,7 @@ intermediate states.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from syncsde import ops, schedules
 from syncsde.checkpoint import CheckpointError, describe, load_checkpoint, save_checkpoint
 from syncsde.correlation import Correlation
 from syncsde.denoisers.base import predict_eps
+from syncsde.solvers import DDIMSolver, DiffusersSolver
 from syncsde.strategies import StepInfo, Strategy, make_strategy
 from syncsde.views import ViewSet
 
@@ -119,6 +121,7 @@ class _Run:
     negative: Sequence[Any] | None = None
     guidance_scale: float = 1.0
     max_batch: int | None = None
+    solver: Any = field(default_factory=DDIMSolver)
 
     def predict_eps(self, x: torch.Tensor, t: int, abar_t: float, view_cond, view_negative=None):
         """eps for extra model inputs ``[M, *batch, C, h', w']`` given per-input conditions."""
@@ -139,16 +142,20 @@ def _generator(seed: int | torch.Generator | None) -> torch.Generator:
 
 
 def initial_state(problem: Problem, batch: int | None, generator: torch.Generator,
-                  dtype=torch.float32, device="cpu",
-                  init: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  dtype=torch.float32, device="cpu", init: str | None = None,
+                  noise_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Initial views ``[N, *batch, C, h, w]`` (noise drawn on the CPU so seeds agree across
     devices) and the canvas noise they were cropped from (``None`` for independent init).
-    ``init`` overrides the problem's choice ("canvas" or "independent")."""
+    ``init`` overrides the problem's choice ("canvas" or "independent"); ``noise_scale``
+    multiplies the drawn noise (a solver whose first level is not pure noise, e.g. Euler's
+    ``init_noise_sigma`` seen in VP form), not given initial states."""
     v = problem.views
     bshape = () if batch is None else (int(batch),)
     canvas = None
     if (init or problem.init) == "canvas":
         canvas = torch.randn((*bshape, *v.canvas_shape), generator=generator, dtype=torch.float32)
+        if noise_scale != 1.0:
+            canvas = canvas * noise_scale
         canvas = canvas.to(dtype)
         if problem.initial_canvas is not None:
             canvas[...] = torch.as_tensor(problem.initial_canvas, dtype=dtype)
@@ -156,7 +163,10 @@ def initial_state(problem: Problem, batch: int | None, generator: torch.Generato
         y = v.forward(canvas)
     else:
         y = torch.randn((v.num_views, *bshape, *v.view_shape), generator=generator,
-                        dtype=torch.float32).to(dtype)
+                        dtype=torch.float32)
+        if noise_scale != 1.0:
+            y = y * noise_scale
+        y = y.to(dtype)
     for i, x in problem.initial_views.items():
         x = torch.as_tensor(x, dtype=dtype)
         try:
@@ -197,7 +207,7 @@ def _run_description(problem: Problem, strategy: Strategy, schedule: SamplingSch
 
 @torch.no_grad()
 def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde",
-           schedule: SamplingSchedule | str = "sd", num_steps: int | None = None,
+           schedule: Any = "sd", num_steps: int | None = None,
            guidance_scale: float = 1.0, eta: float = 0.0,
            seed: int | torch.Generator | None = 0, batch: int | None = None,
            dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -206,15 +216,34 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
            checkpoint_every: int = 1, **strategy_options) -> SampleResult:
     """Runs all views of ``problem`` in lockstep with ``strategy``.
 
+    ``schedule`` is a :class:`SamplingSchedule` or a preset name (the C DDIM path), or a
+    diffusers scheduler object / :class:`~syncsde.solvers.DiffusersSolver` (DDPM, DDIM with
+    clipping or thresholding, Euler, Euler-ancestral, DPM-Solver++; pass ``num_steps``), which
+    then drives every step.
+
     ``batch`` draws that many independent samples at once (views become
     ``[N, batch, C, h, w]``; the model sees ``N * batch`` inputs per step). ``checkpoint`` names
     a file that receives the state every ``checkpoint_every`` steps; if it exists when the
     run starts (same problem size and schedule), sampling resumes from it.
     """
+    solver = DDIMSolver()
     if isinstance(schedule, str):
         schedule = SamplingSchedule.preset(schedule, num_steps)
+    elif not isinstance(schedule, (SamplingSchedule, DiffusersSolver)) and hasattr(schedule, "step") \
+            and hasattr(schedule, "set_timesteps"):
+        if num_steps is None:
+            raise ValueError("pass num_steps with a diffusers scheduler")
+        schedule = DiffusersSolver(schedule, num_steps)
     elif num_steps is not None and num_steps != len(schedule.timesteps):
-        raise ValueError("pass num_steps only with a preset name; the schedule fixes its steps")
+        raise ValueError("pass num_steps only with a preset name or a diffusers scheduler; the "
+                         "schedule fixes its steps")
+    if isinstance(schedule, DiffusersSolver):
+        solver = schedule = copy.deepcopy(schedule)  # scheduler state is per run
+        if eta > 0 and solver.name != "DDIMScheduler":
+            raise ValueError(f"eta applies to DDIM only; {solver.name} brings its own noise")
+        if checkpoint:
+            raise ValueError(f"checkpoints need the C DDIM path; {solver.name}'s internal state "
+                             "is not saved (pass a SamplingSchedule)")
     if len(schedule.timesteps) < 1:
         raise ValueError("the schedule has zero steps")
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (math.isfinite(eta) and eta >= 0):
@@ -225,17 +254,23 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
     if max_batch is not None:
         max_batch = _positive_int(max_batch, "max_batch")
     strategy = make_strategy(strategy, **strategy_options)
+    if not isinstance(solver, DDIMSolver) and not strategy.any_solver:
+        raise ValueError(f"strategy {strategy.name!r} steps with DDIM only; it cannot run with "
+                         f"{solver.name}")
     seed_description = seed.get_state() if isinstance(seed, torch.Generator) else seed
     ops.set_num_threads()  # follow torch.get_num_threads() / SYNCSDE_NUM_THREADS
     device = torch.device(device)
     gen = _generator(seed)
-    y, canvas = initial_state(problem, batch, gen, dtype, device, strategy.init)
+    y, canvas = initial_state(problem, batch, gen, dtype, device, strategy.init,
+                              getattr(solver, "initial_noise_scale", 1.0))
     n = problem.views.num_views
     b = 1 if batch is None else int(batch)
     run = _Run(problem.views, problem.correlation, problem.weights, list(schedule.timesteps),
                dtype, device, 0 if batch is None else 1, canvas, denoiser, list(problem.cond),
                None if problem.negative is None else list(problem.negative), guidance_scale,
-               max_batch)
+               max_batch, solver)
+    if isinstance(solver, DiffusersSolver):
+        solver.generator = gen  # ancestral schedulers draw their noise from the run's seed
     if run.weights is not None:
         w = run.weights.to(dtype=dtype, device=device)
         run.weights = w.reshape((n,) + (1,) * (run.batch_dims + 1) + tuple(w.shape[-2:]))
@@ -263,7 +298,9 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
         eps = predict_eps(denoiser, x, info.t, info.abar_t, cond, negative, guidance_scale,
                           max_batch, step=info.index).reshape(y.shape)
         noise = None
-        if eta > 0 and strategy.init == "canvas":
+        if isinstance(solver, DiffusersSolver):
+            pass  # the scheduler draws its own noise
+        elif eta > 0 and strategy.init == "canvas":
             # canonical strategies keep views consistent: crop the noise from one canvas map
             z = torch.randn((*y.shape[1:-3], *problem.views.canvas_shape), generator=gen,
                             dtype=torch.float32).to(dtype=dtype, device=device)

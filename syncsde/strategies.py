@@ -14,6 +14,7 @@ All math runs in the C core through :mod:`syncsde.ops` and the view sets.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,9 @@ class StepInfo:
 
 class Strategy:
     name = "base"
+    # steps through run.solver (any solver); False: the strategy hard-codes DDIM and the
+    # sampler refuses other solvers for it
+    any_solver = True
     output_rule = "average"  # how a canvas task composes the final views
     # Canonical-space strategies start every view from one canvas noise map (their methods
     # denoise one canonical object); None keeps the task's choice.
@@ -59,7 +63,7 @@ class Independent(Strategy):
     name = "independent"
 
     def step(self, run, y, eps, info, noise):
-        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+        return run.solver.step(y, eps, info, noise, out=y)
 
 
 @dataclass
@@ -120,8 +124,15 @@ class SyncSDE(Strategy):
 
     def step(self, run, y, eps, info, noise):
         ref = self._corr.references(y, run.views)
-        return ops.syncsde_step(y, eps, ref, self._masks, info.abar_t, info.abar_s,
-                                self.inv_lambda_at(info), info.eta, noise, out=y)
+        inv = self.inv_lambda_at(info)
+        if run.solver.fused_syncsde:
+            return ops.syncsde_step(y, eps, ref, self._masks, info.abar_t, info.abar_s, inv,
+                                    info.eta, noise, out=y)
+        # any other solver: the correlation term as the conditional score it is,
+        # eps_i + inv_lambda(t) M_i (y_i - Xtilde_i) / sqrt(1 - abar_t) (docs/method.md)
+        if inv > 0 and info.abar_t < 1.0:
+            eps = eps + (y - ref) * self._masks * (inv / math.sqrt(1.0 - info.abar_t))
+        return run.solver.step(y, eps, info, noise, out=y)
 
 
 class MultiDiffusion(Strategy):
@@ -129,7 +140,7 @@ class MultiDiffusion(Strategy):
     init = "canvas"
 
     def step(self, run, y, eps, info, noise):
-        x_s = ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise)
+        x_s = run.solver.step(y, eps, info, noise)
         run.canvas = run.views.average(x_s, run.weights, fallback=run.canvas)
         return run.views.forward(run.canvas, out=y)
 
@@ -144,16 +155,20 @@ class SyncTweedies(Strategy):
         x0 = run.views.forward(x0_canvas, out=x0)
         if info.abar_t < 1.0:
             eps = ops.eps_from_x0(y, x0, info.abar_t, out=eps)
-        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+        return run.solver.step(y, eps, info, noise, out=y)
 
 
 class NoiseAverage(Strategy):
     name = "noise_average"
     init = "canvas"
 
+    @staticmethod
+    def average_eps(run, eps):
+        """Every view's eps replaced by the canonical average mapped back (Visual Anagrams)."""
+        return run.views.forward(run.views.average(eps, run.weights), out=eps)
+
     def step(self, run, y, eps, info, noise):
-        eps = run.views.forward(run.views.average(eps, run.weights), out=eps)
-        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+        return run.solver.step(y, self.average_eps(run, eps), info, noise, out=y)
 
 
 class Collage(Strategy):
@@ -185,7 +200,7 @@ class Collage(Strategy):
             es = run.predict_eps(xs, info.t, info.abar_t, [run.cond[i] for i in owners], neg)
             eps_canvas -= sep.adjoint(es)
         eps = views.forward(eps_canvas, out=eps)
-        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=y)
+        return run.solver.step(y, eps, info, noise, out=y)
 
 
 STRATEGIES = {

@@ -209,6 +209,15 @@ def schedule_from_scheduler(scheduler_or_config, num_steps: int):
                             int(ddim.config.num_train_timesteps))
 
 
+def scheduler_class_name(scheduler) -> str | None:
+    """The diffusers class of a scheduler object, or the ``_class_name`` of a saved config."""
+    if scheduler is None:
+        return None
+    if hasattr(scheduler, "config") and hasattr(scheduler, "step"):
+        return type(scheduler).__name__
+    return dict(scheduler).get("_class_name")
+
+
 # ---- adapters -----------------------------------------------------------------------------
 def _module_device(module) -> torch.device:
     try:
@@ -232,6 +241,7 @@ class UNetDenoiser:
         self.unet = unet
         self.prompts = prompts
         self.scheduler_config = getattr(scheduler, "config", scheduler)
+        self.scheduler_class = scheduler_class_name(scheduler)
         if prediction_type is None:
             prediction_type = (self.scheduler_config or {}).get("prediction_type", "epsilon")
         if prediction_type not in ("epsilon", "sample", "v_prediction"):
@@ -297,7 +307,9 @@ class UNetDenoiser:
             raise ValueError(f"got {len(cond)} conditions for a batch of {len(x_t)}")
         prompts, images = _split(cond)
         x = x_t.to(device=self.device, dtype=self.dtype)
-        out = self._forward(x, int(t), prompts, images)
+        # integer timesteps stay integers; fractional ones (Euler's linspace grid) pass as is
+        t = int(t) if float(t).is_integer() else float(t)
+        out = self._forward(x, t, prompts, images)
         return out.to(device=x_t.device, dtype=x_t.dtype)
 
 
@@ -516,9 +528,11 @@ class DynamicThresholding(Strategy):
     """Wraps a strategy so that every step first applies IF's dynamic thresholding
     (:func:`threshold_eps`): ``sample(..., strategy=DynamicThresholding(make_strategy("syncsde")))``.
 
-    For strategies that step with DDIM on eps (independent, syncsde, multidiffusion,
-    noise_average) the per-view update equals the diffusers IF DDIM step; SyncTweedies averages
-    the Tweedie estimate implied by the adjusted eps.
+    For strategies that step with DDIM on eps (independent, syncsde, multidiffusion) the
+    per-view update equals the diffusers IF DDIM step (SyncSDE's pull is added after the
+    threshold, as the authors do); ``noise_average`` averages the views' eps first and then
+    thresholds (Visual Anagrams' order); SyncTweedies averages the Tweedie estimate implied by
+    the adjusted eps.
     """
 
     def __init__(self, inner, ratio: float = 0.95, max_value: float = 1.5):
@@ -540,6 +554,13 @@ class DynamicThresholding(Strategy):
         self.inner.prepare(run)
 
     def step(self, run, y, eps, info, noise):
+        from syncsde.strategies import NoiseAverage
+
+        if isinstance(self.inner, NoiseAverage):
+            # Visual Anagrams' order: average the views' eps first, then threshold the step
+            eps = threshold_eps(y, NoiseAverage.average_eps(run, eps), info.abar_t, info.abar_s,
+                                info.eta, self.ratio, self.max_value)
+            return run.solver.step(y, eps, info, noise, out=y)
         eps = threshold_eps(y, eps, info.abar_t, info.abar_s, info.eta, self.ratio, self.max_value)
         return self.inner.step(run, y, eps, info, noise)
 

@@ -1,0 +1,158 @@
+"""Solvers: how one step ``t -> s`` turns the views' states and eps into the next states.
+
+The sampler keeps every trajectory in variance-preserving form, ``y_t = sqrt(abar_t) x0 +
+sqrt(1 - abar_t) eps``, and strategies speak in eps (a coupling is a change of eps; SyncSDE's
+correlation term is the conditional score ``eps_i <- eps_i + inv_lambda(t) M_i (y_i - Xtilde_i) /
+sqrt(1 - abar_t)``, which under DDIM is exactly ``- gamma_t inv_lambda(t) M_i (y_i - Xtilde_i)``,
+docs/method.md). The solver then moves the states:
+
+- :class:`DDIMSolver` (the default): the C core's DDIM step (eta >= 0), fused with the SyncSDE
+  pull in one kernel;
+- :class:`DiffusersSolver`: the user's own diffusers scheduler object drives the step
+  (``scheduler.step``), for DDPM, DDIM with ``clip_sample`` or thresholding, Euler,
+  Euler-ancestral and DPM-Solver++ (multistep). Sigma-space schedulers (Euler) are fed
+  ``y / sqrt(abar_t)`` and their result is scaled back, so the model always sees the VP state
+  (which is what diffusers' ``scale_model_input`` gives it too). A scheduler it cannot drive is
+  refused with its name: nothing is swapped silently.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any
+
+import torch
+
+from syncsde import ops
+
+__all__ = ["DDIMSolver", "DiffusersSolver", "SUPPORTED_SCHEDULERS", "is_plain_ddim"]
+
+# class name -> the state the scheduler steps: "vp" (x_t as the model sees it) or "sigma"
+# (x = x0 + sigma eps, Karras / k-diffusion form)
+SUPPORTED_SCHEDULERS = {
+    "DDIMScheduler": "vp",
+    "DDPMScheduler": "vp",
+    "DPMSolverMultistepScheduler": "vp",
+    "EulerDiscreteScheduler": "sigma",
+    "EulerAncestralDiscreteScheduler": "sigma",
+}
+
+
+class DDIMSolver:
+    """The C core's DDIM update (deterministic at eta = 0, the noise ``z`` given by the sampler)."""
+
+    name = "ddim"
+    fused_syncsde = True  # SyncSDE uses the fused kernel ops.syncsde_step
+    stateful = False
+
+    def step(self, y, eps, info, noise, out=None):
+        return ops.ddim_step(y, eps, info.abar_t, info.abar_s, info.eta, noise, out=out)
+
+
+def is_plain_ddim(config: Any) -> bool:
+    """True when a scheduler config is a DDIM without the options the C step does not do
+    (``clip_sample``, dynamic thresholding)."""
+    cfg = dict(getattr(config, "config", config) or {})
+    return cfg.get("_class_name", "DDIMScheduler") == "DDIMScheduler" and \
+        not cfg.get("clip_sample", False) and not cfg.get("thresholding", False)
+
+
+class DiffusersSolver:
+    """A diffusers scheduler driving the lockstep views. ``scheduler`` is a scheduler object
+    or a config (with ``_class_name``); a private copy is made, set to ``num_steps`` steps and
+    told to expect eps (the sampler always hands eps, whatever the model predicts)."""
+
+    fused_syncsde = False
+
+    def __init__(self, scheduler: Any, num_steps: int):
+        import diffusers
+
+        config = dict(getattr(scheduler, "config", scheduler))
+        cls_name = config.get("_class_name") or type(scheduler).__name__
+        if cls_name not in SUPPORTED_SCHEDULERS:
+            raise ValueError(f"syncsde cannot drive the scheduler {cls_name}; supported: "
+                             f"{', '.join(sorted(SUPPORTED_SCHEDULERS))} (or pass a "
+                             "SamplingSchedule for the C DDIM path)")
+        if int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
+        config["prediction_type"] = "epsilon"
+        dlog = logging.getLogger("diffusers.configuration_utils")
+        level = dlog.level
+        dlog.setLevel(logging.ERROR)  # keys of another scheduler class are expected here
+        try:
+            self.scheduler = getattr(diffusers, cls_name).from_config(config)
+        finally:
+            dlog.setLevel(level)
+        self.name = cls_name
+        self.space = SUPPORTED_SCHEDULERS[cls_name]
+        self.stateful = cls_name == "DPMSolverMultistepScheduler" or self.space == "sigma"
+        self.scheduler.set_timesteps(int(num_steps))
+        self.timesteps = self.scheduler.timesteps.tolist()
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        self._abar = self.scheduler.alphas_cumprod.to(torch.float64)
+        self.generator = None  # set by the sampler
+        # the first state in VP form is randn * this (Euler: init_noise_sigma * sqrt(abar_0))
+        sigma0 = float(self.scheduler.init_noise_sigma)
+        self.initial_noise_scale = sigma0 * math.sqrt(self._abar_at(0)) \
+            if self.space == "sigma" else sigma0
+
+    def _abar_at(self, k: int) -> float:
+        """abar of the state before step k (k = number of steps: the state after the last)."""
+        sch = self.scheduler
+        sigmas = getattr(sch, "sigmas", None)
+        if sigmas is not None:  # Euler, DPM-Solver: sigma = sqrt((1 - abar) / abar)
+            sigma = float(sigmas[k]) if k < len(sigmas) else 0.0
+            return 1.0 / (1.0 + sigma * sigma)
+        if k < len(self.timesteps):
+            return float(self._abar[int(self.timesteps[k])])
+        t = int(self.timesteps[-1])  # the level after the last step, as the scheduler has it
+        if self.name == "DDIMScheduler":
+            prev = t - self.num_train_timesteps // len(self.timesteps)
+            return float(self._abar[prev]) if prev >= 0 else float(sch.final_alpha_cumprod)
+        prev = int(sch.previous_timestep(t))
+        return float(self._abar[prev]) if prev >= 0 else 1.0
+
+    def steps(self, eta: float = 0.0) -> list:
+        from syncsde.strategies import StepInfo
+
+        n = len(self.timesteps)
+        out = []
+        for k, t in enumerate(self.timesteps):
+            s = self.timesteps[k + 1] if k + 1 < n else -1
+            t = int(t) if float(t).is_integer() else float(t)
+            abar_s = self._abar_at(k + 1)
+            if self.name == "DDIMScheduler":  # DDIM steps to t - T/n whatever the spacing
+                prev = int(t) - self.num_train_timesteps // n
+                abar_s = float(self._abar[prev]) if prev >= 0 else \
+                    float(self.scheduler.final_alpha_cumprod)
+            out.append(StepInfo(k, t, s, self._abar_at(k), abar_s, eta, list(self.timesteps)))
+        return out
+
+    def step(self, y, eps, info, noise, out=None):
+        sch = self.scheduler
+        generator = self.generator
+        scale_t = math.sqrt(info.abar_t) if self.space == "sigma" else 1.0
+        scale_s = math.sqrt(info.abar_s) if self.space == "sigma" else 1.0
+        x = y / scale_t if scale_t != 1.0 else y
+        if self.space == "sigma":
+            sch.scale_model_input(x, sch.timesteps[info.index])  # marks the input as scaled (diffusers checks it)
+        kw = {"generator": generator} if self.name in ("DDPMScheduler",
+                                                       "EulerAncestralDiscreteScheduler") else {}
+        if self.name == "DDIMScheduler":
+            kw = {"eta": info.eta, "generator": generator}
+        flat = x.reshape(-1, *x.shape[-3:])
+        t = sch.timesteps[info.index]  # the scheduler's own timestep value (a tensor)
+        res = sch.step(eps.reshape(flat.shape).to(flat.dtype), t, flat, return_dict=True, **kw)
+        x_s = res.prev_sample.reshape(y.shape)
+        if scale_s != 1.0:
+            x_s = x_s * scale_s
+        if out is not None:
+            out.copy_(x_s)
+            return out
+        return x_s
+
+    def __deepcopy__(self, memo):
+        new = copy.copy(self)
+        new.scheduler = copy.deepcopy(self.scheduler, memo)
+        return new
