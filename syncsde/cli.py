@@ -73,15 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tasks", default="wide,ambiguous,mask,edit,motion")
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
+    from syncsde.tasks.cli_new import add_new_task_commands
+
+    add_new_task_commands(sub)  # tileable, panorama360, hybrid, bench-new (exact priors)
     try:
         from syncsde.cli_models import add_model_commands
     except ImportError:  # the model commands are optional (diffusers extras)
         pass
     else:
         add_model_commands(sub)
+        from syncsde.eval.cli import add_eval_command
         from syncsde.mesh.cli import add_texture_command
 
         add_texture_command(sub)
+        add_eval_command(sub)
     return ap
 
 
