@@ -414,3 +414,23 @@ def test_least_squares_average_matches_numpy_lstsq():
     num = sum(float(wts[i]) * (y[i].numpy().reshape(2, -1) @ dense[i]) for i in range(len(maps)))
     den = sum(float(wts[i]) * dense[i].sum(0) for i in range(len(maps)))
     np.testing.assert_allclose(views.average(y, wts).numpy().reshape(2, -1), num / den, atol=1e-12)
+
+
+def test_ridge_average_matches_numpy_solve():
+    rng = np.random.default_rng(6)
+    H, W, h, w = 3, 3, 2, 2
+    maps = [(np.repeat(np.arange(h * w), 2), rng.integers(0, H * W, 2 * h * w),
+             rng.uniform(0.2, 1, 2 * h * w)) for _ in range(4)]
+    views = SparseViews((1, H, W), (h, w), maps, average_iters=H * W, average_ridge=0.3)
+    A = dense_maps(views)
+    y = torch.from_numpy(rng.normal(size=(4, 1, h, w)))
+    got = views.average(y).numpy().reshape(-1)
+    views.average_iters = 0
+    x0 = views.average(y).numpy().reshape(-1)
+    cov = sum(a.sum(0) for a in A)
+    cv = cov > 0
+    M = sum(a.T @ a for a in A) + 0.3 * np.diag(cov)
+    b = sum(a.T @ y[i, 0].numpy().reshape(-1) for i, a in enumerate(A)) + 0.3 * cov * x0
+    ref = x0.copy()
+    ref[cv] = np.linalg.solve(M[np.ix_(cv, cv)], b[cv])
+    np.testing.assert_allclose(got, ref, atol=1e-8)

@@ -48,10 +48,13 @@ class SparseViews(ViewSet):
     """
 
     def __init__(self, canvas_shape: Sequence[int], view_size: Sequence[int], maps: Sequence,
-                 average_iters: int = 0):
+                 average_iters: int = 0, average_ridge: float = 0.0):
         if isinstance(average_iters, bool) or not isinstance(average_iters, int) or average_iters < 0:
             raise ValueError(f"average_iters must be an integer >= 0, got {average_iters!r}")
+        if isinstance(average_ridge, bool) or not float(average_ridge) >= 0:
+            raise ValueError(f"average_ridge must be a number >= 0, got {average_ridge!r}")
         self.average_iters = average_iters
+        self.average_ridge = float(average_ridge)
         C, H, W = _shape3(canvas_shape, "canvas_shape")
         _, h, w = _shape3((1, *view_size), "view_size")
         if len(maps) == 0:
@@ -165,31 +168,49 @@ class SparseViews(ViewSet):
     def average(self, views, weights=None, fallback=None):
         """The canonical average. With ``average_iters = 0`` the normalised adjoint
         ``sum_i A_i^T w_i y_i / sum_i A_i^T w_i`` (the least-squares solution when the maps are
-        gathers); otherwise that many conjugate-gradient steps, started there, towards the
-        weighted least-squares canvas ``argmin_X sum_i |w_i^(1/2) (A_i X - y_i)|^2`` on the covered
-        pixels (MultiDiffusion's definition, which for interpolating maps differs from the
-        normalised adjoint: that one blurs, and blurs again at every step)."""
+        gathers); otherwise that many conjugate-gradient steps, started there (``X_0``), towards
+        the weighted least-squares canvas
+        ``argmin_X sum_i |w_i^(1/2) (A_i X - y_i)|^2 + ridge sum_p c_p (X_p - X_0p)^2`` on the
+        covered pixels (``c = sum_i A_i^T w_i``; ``ridge = average_ridge``). With ridge 0 this is
+        MultiDiffusion's definition, which for interpolating maps differs from the normalised
+        adjoint: that one blurs, and blurs again at every step. The ridge keeps directions the
+        views barely determine (bilinear taps near the poles) from amplifying inconsistent
+        views."""
         x = super().average(views, weights, fallback)
         if not self.average_iters:
             return x
-        covered = self.coverage(weights, views.dtype).to(views.device) > 0
+        dtype = x.dtype
+        views64 = views.to(torch.float64)
+        w64 = None if weights is None else weights.to(torch.float64)
+        cov = self.coverage(w64, torch.float64).to(views.device)
+        covered = cov > 0
 
-        def normal(z):  # sum_i A_i^T W_i A_i z, on covered pixels
-            return self.adjoint(self.forward(z), weights) * covered
+        ridge = self.average_ridge * cov
 
+        def normal(z):  # (sum_i A_i^T W_i A_i + ridge) z, on covered pixels
+            return (self.adjoint(self.forward(z), w64) + ridge * z) * covered
+
+        # CG in float64; a direction the normal matrix does not see (p^T M p ~ 0: pixels only
+        # determined together, round-off) or a converged system stops updating
         dims = (-2, -1)
-        r = (self.adjoint(views, weights) - normal(x)) * covered
+        x = x.to(torch.float64)
+        x0 = x.clone()
+        r = (self.adjoint(views64, w64) + ridge * x0 - normal(x)) * covered
         p = r.clone()
         rs = (r * r).sum(dims, keepdim=True)
+        tol = 1e-20 * rs.clamp_min(1e-300)
+        scale = float(cov.max()) if cov.numel() else 1.0
         for _ in range(self.average_iters):
             q = normal(p)
-            alpha = rs / (p * q).sum(dims, keepdim=True).clamp_min(1e-30)
+            pq, pp = (p * q).sum(dims, keepdim=True), (p * p).sum(dims, keepdim=True)
+            active = (pq > 1e-10 * scale * pp) & (rs > tol)
+            alpha = torch.where(active, rs / pq.clamp_min(1e-300), torch.zeros_like(rs))
             x = x + alpha * p
             r = r - alpha * q
             rs_new = (r * r).sum(dims, keepdim=True)
-            p = r + rs_new / rs.clamp_min(1e-30) * p
-            rs = rs_new
-        return x
+            p = torch.where(active, r + rs_new / rs.clamp_min(1e-300) * p, torch.zeros_like(p))
+            rs = torch.where(active, rs_new, rs)
+        return x.to(dtype)
 
     def forward_one(self, i, canvas):
         C, H, W = self.canvas_shape
