@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
                     help="texture side (16: pixels often share texels; 32+: finer than the views, "
                          "the real task's regime)")
     ap.add_argument("--strategies", default=None,
-                    help="comma-separated labels of syncsde.mesh.benchmark.STRATEGIES (default all)")
+                    help="';'-separated labels of syncsde.mesh.benchmark.STRATEGIES (default all)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     n = args.samples or (500 if args.quick else 4000)
@@ -44,7 +44,12 @@ def main(argv=None) -> dict:
               f"{bench.views.size[0]}x{bench.views.size[1]}", flush=True)
         strategies = None
         if args.strategies:
-            strategies = {k: B.STRATEGIES[k] for k in args.strategies.split(",")}
+            labels = [k.strip() for k in args.strategies.split(";") if k.strip()]
+            unknown = [k for k in labels if k not in B.STRATEGIES]
+            if unknown:
+                raise SystemExit(f"--strategies: unknown {unknown}; expected some of "
+                                 f"{list(B.STRATEGIES)}")
+            strategies = {k: B.STRATEGIES[k] for k in labels}
         results[kind] = B.run(bench, n, steps, args.eta, args.seed, strategies,
                               log=lambda s: print(s, flush=True))
     print(f"\nFrechet distance W2^2 of the baked texture to the exact texture law; seam "
