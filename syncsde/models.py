@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,11 +346,12 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
 
     ``prompts`` shares a :class:`~syncsde.denoisers.diffusers_models.PromptEncoder` (IF stage II
     has no text encoder: pass stage I's denoiser ``.prompts``). The adapter is cached on the
-    pipeline (``pipe._syncsde_denoiser``) so its prompt cache survives between calls.
+    pipeline (in a weak map beside it: the pipeline object itself is not modified) so its prompt
+    cache survives between calls.
     """
     from syncsde.denoisers import diffusers_models as dm
 
-    cached = getattr(pipe, "_syncsde_denoiser", None)
+    cached = _DENOISERS.get(pipe)
     if cached is not None and prompts is None and not kw and cached.unet is pipe.unet \
             and getattr(cached, "controlnet", None) is getattr(pipe, "controlnet", None):
         cached.device = _execution_device(pipe)
@@ -369,11 +371,9 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
 
         den = dm.PixelDenoiser(pipe.unet, prompts or ScenesPromptEncoder(tok, enc), pipe.scheduler,
                                device=dev, **kw)
-        try:
-            pipe._syncsde_denoiser = den
-        except Exception:  # pragma: no cover
-            pass
+        _remember(pipe, den)
         return den
+    _refuse_unsupported(pipe, cls)
     if prompts is None and tok is not None and enc is not None:
         prompts = dm.PromptEncoder(tok, enc, style="t5" if cls.startswith("IF") else "clip")
     if cls.startswith("IFSuperResolution"):
@@ -389,12 +389,37 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
         den = dm.StableDiffusionDenoiser(pipe.unet, prompts, pipe.scheduler,
                                          getattr(pipe, "vae", None), device=dev, **kw)
     else:
-        raise TypeError(f"don't know how to build a denoiser from {cls}")
-    try:
-        pipe._syncsde_denoiser = den
-    except Exception:  # pragma: no cover
-        pass
+        raise TypeError(f"don't know how to build a denoiser from {cls} (supported: Stable "
+                        "Diffusion 1.x/2.x, their ControlNet pipelines, DeepFloyd IF I/II, the "
+                        "scenes model)")
+    _remember(pipe, den)
     return den
+
+
+# the adapter of each pipeline, kept beside it (the user's pipeline object is not modified)
+_DENOISERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _remember(pipe, den) -> None:
+    try:
+        _DENOISERS[pipe] = den
+    except TypeError:  # an object that cannot be weakly referenced: no cache
+        pass
+
+
+def _refuse_unsupported(pipe, cls: str) -> None:
+    """A clear refusal for model families the adapters do not speak yet (instead of an obscure
+    error deep inside the UNet): SDXL (two text encoders, pooled embeddings, add_time_ids),
+    SD3 / FLUX (flow-matching transformers)."""
+    unet = getattr(pipe, "unet", None)
+    config = getattr(unet, "config", {}) if unet is not None else {}
+    sdxl = "XL" in cls or (config.get("addition_embed_type") == "text_time")
+    if sdxl:
+        raise ValueError(f"{cls}: SDXL pipelines are not supported yet (two text encoders, pooled "
+                         "embeddings and add_time_ids per window); use an SD 1.x/2.x pipeline")
+    if unet is None and getattr(pipe, "transformer", None) is not None:
+        raise ValueError(f"{cls}: transformer (DiT / flow-matching: SD3, FLUX) pipelines are not "
+                         "supported yet; use an SD 1.x/2.x or DeepFloyd IF pipeline")
 
 
 def load_denoiser(model_id_or_path: str, **kwargs):

@@ -190,3 +190,23 @@ def test_circular_panoramas_decode_with_wrap_padding(sd):
     torch.testing.assert_close(res.tensors, ref, atol=1e-5, rtol=0)
     plain = denoiser_from_pipeline(sd).decode(z)
     assert (plain - res.tensors).abs().max() > 1e-3
+
+
+def test_the_users_pipeline_is_not_modified_and_unsupported_families_are_refused(sd):
+    before = set(vars(sd))
+    den = denoiser_from_pipeline(sd)
+    assert denoiser_from_pipeline(sd) is den  # cached beside the pipeline
+    assert set(vars(sd)) == before
+
+    class StableDiffusionXLPipeline:  # only its name and UNet config matter for the refusal
+        def __init__(self, unet):
+            self.unet = unet
+
+    with pytest.raises(ValueError, match="SDXL"):
+        denoiser_from_pipeline(StableDiffusionXLPipeline(sd.unet))
+
+    class FluxPipeline:
+        transformer = object()
+
+    with pytest.raises(ValueError, match="FLUX"):
+        denoiser_from_pipeline(FluxPipeline())
