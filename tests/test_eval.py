@@ -325,3 +325,28 @@ def torch_ones(c):
     import torch
 
     return torch.ones(1, c, 1, 1)
+
+
+def test_new_weights_under_the_same_model_name_are_another_config(reference_run, tmp_path,
+                                                                   monkeypatch):
+    from syncsde.eval import config as config_mod
+
+    tmp, cfg, out, _ = reference_run
+    out2 = tmp_path / "out"
+    shutil.copytree(out, out2)
+    monkeypatch.setattr(config_mod, "model_fingerprint", lambda name: "sha256:other")
+    with pytest.raises(EvalConfigError, match="model_fingerprint"):
+        run_eval(str(cfg), str(out2), progress=False)
+
+
+def test_model_fingerprint_follows_the_folder_bytes(tmp_path):
+    from syncsde.eval.config import model_fingerprint
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "w.safetensors").write_bytes(b"\0" * 100)
+    (tmp_path / "model_index.json").write_text("{}")
+    a = model_fingerprint(str(tmp_path))
+    assert a == model_fingerprint(str(tmp_path))
+    (tmp_path / "unet" / "w.safetensors").write_bytes(b"\0" * 99 + b"\1")
+    assert model_fingerprint(str(tmp_path)) != a
+    assert model_fingerprint("scenes").startswith("sha256:")

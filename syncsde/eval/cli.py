@@ -22,7 +22,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the folder holds another config's results: keep the images whose items "
                         "did not change and make the rest")
     g.add_argument("--new", action="store_true",
-                   help="the folder holds another config's results: delete them and start over")
+                   help="delete the folder's previous images, manifest and results and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -94,12 +94,48 @@ class EvalConfig:
                 for pi, prompt in enumerate(t["prompts"]):
                     for i in range(n):
                         seed = sample_seed(self.raw["seed"], t["name"], prompt, label, i)
-                        fp = {"model": self.raw["model"], "task": _task_settings(t, label),
+                        fp = {"model": self.raw["model"],
+                              "weights": self.raw.get("model_fingerprint"),
+                              "task": _task_settings(t, label),
                               "strategy": None if label == REFERENCE else self.raw["strategies"][label],
                               "prompt": prompt, "seed": seed}
                         out.append(Item(t["name"], label, pi, prompt, i, seed, _hash(fp)[:32],
                                         f"images/{t['name']}/{label}/p{pi:03d}_{i:04d}.png"))
         return sorted(out, key=lambda it: it.key)
+
+
+def model_fingerprint(name: str) -> str | None:
+    """What identifies the model's weights, so that new weights under the same name are a
+    different config: the scenes model or a local folder: SHA-256 over every file's path, size
+    and bytes (first and last MiB for files over 4 MiB); a hub id: the cached snapshot's commit;
+    None when it cannot be resolved offline (the name alone is then what counts)."""
+    folder = None
+    if name == "scenes":
+        from syncsde.scenes.model import PIPELINE_DIR
+
+        folder = PIPELINE_DIR
+    elif Path(os.path.expanduser(name)).is_dir():
+        folder = Path(os.path.expanduser(name))
+    if folder is not None:
+        h = hashlib.sha256()
+        for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            size = f.stat().st_size
+            h.update(f"{f.relative_to(folder)}|{size}|".encode())
+            with open(f, "rb") as fh:
+                if size <= 4 << 20:
+                    h.update(fh.read())
+                else:
+                    h.update(fh.read(1 << 20))
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    h.update(fh.read())
+        return "sha256:" + h.hexdigest()[:32]
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(name, local_files_only=True)
+        return "snapshot:" + Path(path).name
+    except Exception:  # offline and not cached, or not a hub id: the name stands for itself
+        return None
 
 
 def _task_settings(t: dict, label: str) -> dict:

@@ -1,8 +1,8 @@
 """``syncsde eval``: generate (sharded, resumable), merge, score.
 
-1. Every process reads the config; rank 0 compares it with ``OUT/eval_config.json`` (a different
-   config is refused unless ``force`` — reuse the images whose items are unchanged — or ``new`` —
-   delete the previous images and manifest first), then writes it.
+1. Every process reads the config and compares it with ``OUT/eval_config.json``: a different
+   config is refused unless ``force`` (reuse the images whose items are unchanged); ``new``
+   deletes the previous images, manifest and results first. Rank 0 then writes the config.
 2. Items (sorted by task, strategy, prompt, index) are dealt round-robin over the processes
    (``accelerate launch`` sets them; one process otherwise). Each process makes its items that
    have no valid manifest entry: image written atomically, then a fsynced log line.
@@ -82,6 +82,12 @@ def _check_config(cfg, out: Path, force: bool, new: bool, rank: int) -> None:
     from syncsde.checkpoint import run_differences
 
     saved = out / CONFIG_FILE
+    if new:  # start over whatever the folder holds
+        if rank == 0:
+            for name in ("images", LOG_DIR, "results"):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / MANIFEST).unlink(missing_ok=True)
+        return
     if not saved.exists():
         return
     try:
@@ -90,12 +96,6 @@ def _check_config(cfg, out: Path, force: bool, new: bool, rank: int) -> None:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         prev_hash, prev_cfg = None, {}
     if prev_hash == cfg.config_hash:
-        return
-    if new:
-        if rank == 0:
-            for name in ("images", LOG_DIR, "results"):
-                shutil.rmtree(out / name, ignore_errors=True)
-            (out / MANIFEST).unlink(missing_ok=True)
         return
     if force:
         return
@@ -139,6 +139,9 @@ def run_eval(config: str, out: str, force: bool = False, new: bool = False, prog
     if force and new:
         raise ValueError("--force and --new exclude each other")
     cfg = load_config(config)
+    from syncsde.eval.config import model_fingerprint
+
+    cfg.raw["model_fingerprint"] = model_fingerprint(cfg.raw["model"])
     dist = dist or Distributed()
     out_dir = check_output_dir(out)
     if cfg.raw["threads"]:
