@@ -94,14 +94,15 @@ def wrap_seam_statistic(samples: torch.Tensor, stride: Sequence[int] | int | Non
 
 def tileable_image(model: Any, prompt: Any, height: int = 512, width: int = 512,
                    negative_prompt: Any = None, *, window: int | None = None,
-                   stride: int | None = None, strategy: str | Strategy = "syncsde",
+                   stride: int | Sequence[int] | None = None, strategy: str | Strategy = "syncsde",
                    inv_lambda: float = 5.0, num_inference_steps: int = 50,
                    guidance_scale: float = 7.5, seed: int = 0, progress: bool = True,
                    max_batch: int | None = None, channels: int | None = None,
                    tiles: int = 3) -> Any:
     """A seamless tileable image from any denoiser (sizes in pixels; latent models divide by
-    their VAE factor). ``window`` defaults to the model's native size, ``stride`` to a quarter
-    of it. Returns a :class:`~syncsde.pipelines.PipelineResult`; ``extras["tiled"]`` holds the
+    their VAE factor). ``window`` defaults to the model's native size, ``stride`` (one number
+    or (rows, columns)) to a quarter of it. A scenes-like model (sky above ground) cannot wrap
+    vertically: give ``height = window`` and a row stride of ``window`` for a horizontal loop. Returns a :class:`~syncsde.pipelines.PipelineResult`; ``extras["tiled"]`` holds the
     ``tiles x tiles`` repetition (tensor; ``extras["tiled_image"]`` the PIL image)."""
     den = resolve_denoiser(model)
     C, f, native = model_geometry(den, channels)
@@ -109,13 +110,14 @@ def tileable_image(model: Any, prompt: Any, height: int = 512, width: int = 512,
         raise ValueError(f"height and width must be multiples of {f}, got {height}x{width}")
     H, W = height // f, width // f
     win = (native if window is None else int(window) // f) or min(H, W)
-    st = max(1, win // 4) if stride is None else max(1, int(stride) // f)
+    st = (max(1, win // 4),) * 2 if stride is None else \
+        tuple(max(1, int(v) // f) for v in _pair(stride, "stride"))
     problem = tileable_problem((C, H, W), (min(win, H), min(win, W)), st, prompt, negative_prompt)
     res = run_problem(problem, den, task="tileable", strategy=strategy, inv_lambda=inv_lambda,
                       num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                       seed=seed, progress=progress, max_batch=max_batch,
                       settings=dict(prompt=prompt, negative_prompt=negative_prompt, height=height,
-                                    width=width, window=win * f, stride=st * f))
+                                    width=width, window=win * f, stride=[v * f for v in st]))
     if res.tensors is not None:
         res.extras["tiled"] = tile(res.tensors, tiles)
         from syncsde.denoisers.diffusers_models import to_pil
