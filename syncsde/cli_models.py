@@ -197,11 +197,11 @@ def _run_edit(args) -> list[str]:
     folder = os.path.isdir(args.image)
     _check_early(args, images=() if folder else ("image",))
     _check_early(args, images=("mask",))
+    images = _folder_images(args.image) if folder else [args.image]
     if args.source_prompt is None and args.captioner is None:
         raise ValueError("pass --source-prompt (a caption of the image) or --captioner (BLIP)")
     if args.target_prompt is None and (args.source_word is None or args.target_word is None):
         raise ValueError("pass --target-prompt, or --source-word and --target-word")
-    images = _folder_images(args.image) if folder else [args.image]
     pipe = _load(args, args.model)
     captioner = None
     if args.captioner:
