@@ -307,4 +307,5 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
             "num_inference_steps": _int(t, "num_inference_steps", cfg["num_inference_steps"], w),
             "guidance_scale": float(t.get("guidance_scale", cfg["guidance_scale"])),
             "reference": r, "metrics": metrics, "fid_scope": scope})
+    cfg["model_fingerprint"] = model_fingerprint(cfg["model"])
     return EvalConfig(cfg, path, cfg["tasks"])

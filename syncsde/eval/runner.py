@@ -139,9 +139,6 @@ def run_eval(config: str, out: str, force: bool = False, new: bool = False, prog
     if force and new:
         raise ValueError("--force and --new exclude each other")
     cfg = load_config(config)
-    from syncsde.eval.config import model_fingerprint
-
-    cfg.raw["model_fingerprint"] = model_fingerprint(cfg.raw["model"])
     dist = dist or Distributed()
     out_dir = check_output_dir(out)
     if cfg.raw["threads"]:
