@@ -144,6 +144,10 @@ STRATEGIES: dict[str, tuple[str, dict]] = {
     "syncdiffusion": ("syncdiffusion", {}),  # published: w 20, decay 0.95, every step (Gram distance)
     "syncvc": ("syncvc", {}),                # paper: 5 Adam iterations per view, greedy order
 }
+# the gradient-based strategies cost several times more: the demo and `syncsde bench` leave
+# them out unless asked (`syncsde bench --guidance`; benchmarks/exact.py runs them all)
+GUIDANCE = ("syncdiffusion", "syncvc")
+FAST_STRATEGIES = {k: v for k, v in STRATEGIES.items() if k not in GUIDANCE}
 
 
 def evaluate(task: BenchTask, samples: torch.Tensor) -> dict:

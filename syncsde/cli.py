@@ -27,7 +27,7 @@ def _bench(args) -> int:
     from pathlib import Path
 
     from syncsde.atomic import atomic_write_json, check_output_dir
-    from syncsde.benchmark import STRATEGIES, TASKS, print_table, run_task
+    from syncsde.benchmark import FAST_STRATEGIES, STRATEGIES, TASKS, print_table, run_task
     from syncsde.sampler import SamplingSchedule
 
     n = args.samples if args.samples is not None else (4000 if args.quick else 20000)
@@ -42,7 +42,8 @@ def _bench(args) -> int:
     schedule = SamplingSchedule.preset("sd", steps)
     results = {}
     for name in tasks:
-        results[name] = run_task(TASKS[name](schedule), schedule, n, args.seed, STRATEGIES,
+        results[name] = run_task(TASKS[name](schedule), schedule, n, args.seed,
+                                 STRATEGIES if args.guidance else FAST_STRATEGIES,
                                  lambda s: print(s, flush=True))
     print()
     print_table(results)
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--tasks", default="wide,ambiguous,mask,edit,motion")
     b.add_argument("--json", default=None)
+    b.add_argument("--guidance", action="store_true",
+                   help="also the gradient-based strategies (syncdiffusion, syncvc; slower)")
     b.set_defaults(func=_bench)
     from syncsde.tasks.cli_new import add_new_task_commands
 

@@ -133,12 +133,12 @@ def ambiguous_demo(out: Path, steps: int, seed: int, progress: bool, log: Callab
 
 
 def benchmark_demo(out: Path, samples: int, steps: int, log: Callable) -> Path:
-    from syncsde.benchmark import STRATEGIES, TASKS, plot_results, run_task
+    from syncsde.benchmark import FAST_STRATEGIES, TASKS, plot_results, run_task
 
     schedule = SamplingSchedule.preset("sd", steps)
     results = {}
     for name, build in TASKS.items():
-        results[name] = run_task(build(schedule), schedule, samples, 0, STRATEGIES, log)
+        results[name] = run_task(build(schedule), schedule, samples, 0, FAST_STRATEGIES, log)
     atomic_write_json(out / "benchmark.json", results)
     path = out / "benchmark.png"
     plot_results(results, path, f"exact-score benchmark ({samples} samples, {steps} steps; "
