@@ -182,7 +182,8 @@ def run_task(task: BenchTask, schedule, n: int, seed: int, strategies, log) -> d
     return res
 
 
-def print_table(results: dict, file=sys.stdout) -> None:
+def print_table(results: dict, file=None) -> None:
+    file = sys.stdout if file is None else file  # looked up now, not at import
     labels = [k for k in next(iter(results.values())) if k != "oracle"] + ["oracle"]
     print("| strategy | " + " | ".join(results) + " |", file=file)
     print("|---|" + "---|" * len(results), file=file)

@@ -193,7 +193,8 @@ def _fmt(r: dict) -> str:
     return s
 
 
-def print_table(results: dict, file=sys.stdout) -> None:
+def print_table(results: dict, file=None) -> None:
+    file = sys.stdout if file is None else file  # looked up now, not at import
     meshes = list(results)
     labels = list(next(iter(results.values())))
     print("| strategy | " + " | ".join(f"{m}: W2 (uv seam, view boundary)" for m in meshes) + " |",
