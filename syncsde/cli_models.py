@@ -357,8 +357,10 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     _common(p, 50, 7.5, 5.0, "stabilityai/stable-diffusion-2-base")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--height", type=positive_int, default=512)
-    p.add_argument("--width", type=positive_int, default=2048)
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="pixels (default: the model's native size)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="pixels (default: 4x the model's native size)")
     p.add_argument("--window", type=positive_int, default=None, help="window in pixels (default: model size)")
     p.add_argument("--stride", type=positive_int, default=None, help="stride in pixels (default: window/4)")
     p.add_argument("--circular", action="store_true", help="360-degree wrap")
@@ -380,8 +382,10 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--object", default=None)
     p.add_argument("--combined", default=None)
     p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--height", type=positive_int, default=512)
-    p.add_argument("--width", type=positive_int, default=512)
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="pixels (default: the model's native size)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="pixels (default: the model's native size)")
     p.add_argument("--decode-all", action="store_true", help="also save the background and object")
     p.set_defaults(func=_print_files(_run_mask))
     parsers["mask"] = p

@@ -263,7 +263,7 @@ def replace_word(caption: str, source: str, target: str) -> str:
 
 
 # ---- wide images --------------------------------------------------------------------------
-def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
+def wide_image(model, prompt: str, height: int | None = None, width: int | None = None,
                negative_prompt: str | None = None, *, window: int | None = None,
                stride: int | None = None, circular: bool = False,
                strategy: str | Strategy = "syncsde", inv_lambda: float = 5.0,
@@ -281,8 +281,9 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
     one canvas). ``decode_windows`` also decodes every window's own final latent
     (``extras["window_images"]``). ``authors_compat`` selects the authors' uncapped pull.
 
-    ``window`` / ``stride`` are in pixels (default: the model's native size and a quarter of
-    it: 512 / 128 for SD2-base, i.e. 64 / 16 latent columns; for 768-px models such as SD 2
+    ``height`` defaults to the model's native size and ``width`` to four times it (512 x 2048
+    for SD2-base, 32 x 128 for the scenes model). ``window`` / ``stride`` are in pixels
+    (default: the model's native size and a quarter of it: 512 / 128 for SD2-base, i.e. 64 / 16 latent columns; for 768-px models such as SD 2
     pass ``height=768``). The initial noise of all windows
     is cropped from one canvas-sized map. With ``syncsde`` each window is pulled to the windows
     before it and later windows go on top; the whole latent is decoded once.
@@ -290,6 +291,9 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
     from syncsde.tasks import wide_problem
 
     den = _resolve(model, StableDiffusionDenoiser)
+    native = den.sample_size * den.vae_scale_factor
+    height = native if height is None else height
+    width = 4 * native if width is None else width
     h, w = _latent_size(den, height, width)
     f = den.vae_scale_factor
     win = den.sample_size if window is None else int(window) // f
@@ -326,7 +330,7 @@ def wide_image(model, prompt: str, height: int = 512, width: int = 2048,
 # ---- mask-based generation ----------------------------------------------------------------
 def mask_generation(model, mask, background_prompt: str, object_prompt: str,
                     combined_prompt: str, negative_prompt: str | None = None,
-                    height: int = 512, width: int = 512, *, strategy: str | Strategy = "syncsde",
+                    height: int | None = None, width: int | None = None, *, strategy: str | Strategy = "syncsde",
                     inv_lambda: float = 5.0, num_inference_steps: int = 50,
                     guidance_scale: float = 7.5, eta: float = 0.0, seed: int = 0,
                     progress: bool = True, decode_all: bool = False,
@@ -345,6 +349,8 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
     from syncsde.tasks import masked_problem
 
     den = _resolve(model, StableDiffusionDenoiser)
+    height = height or den.sample_size * den.vae_scale_factor  # default: the model's size
+    width = width or den.sample_size * den.vae_scale_factor
     h, w = _latent_size(den, height, width)
     m = load_mask(mask, (h, w))
     C = den.unet.config.in_channels
