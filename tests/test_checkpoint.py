@@ -137,7 +137,16 @@ def test_truncations_and_bit_flips_never_resume(tmp_path):
         b = bytearray(good)
         b[pos] ^= 1 << rng.randrange(8)
         cases.append(bytes(b))
-    for data in cases:
+    from safetensors import safe_open
+
+    with safe_open(str(ck), "pt") as f:  # the run this checkpoint belongs to
+        run = json.loads(f.metadata()["syncsde_checkpoint"])["run"]
+    assert load_checkpoint(ck, run, len(SCHED.timesteps))[0] == 3
+    for data in cases:  # the reader the sampler uses, without re-running the sampler each time
+        ck.write_bytes(data)
+        with pytest.raises(CheckpointError, match="run.ckpt"):
+            load_checkpoint(ck, run, len(SCHED.timesteps))
+    for data in cases[:5] + cases[-5:]:  # and through sample() itself
         ck.write_bytes(data)
         with pytest.raises(CheckpointError, match="run.ckpt"):
             _load(ck)
