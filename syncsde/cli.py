@@ -1,6 +1,6 @@
 """``syncsde`` (also ``python -m syncsde``): the demo, the benchmark, and one subcommand per task.
 
-    syncsde demo --out out/          # the newcomer's main job (no download, < 1 minute)
+    syncsde demo --out out/          # the newcomer's main job (the built-in scenes model)
     syncsde bench --quick            # the exact-score benchmark table
     syncsde wide|mask|edit|ambiguous|motion ...   # real models (diffusers / MDM weights)
 """
@@ -19,7 +19,8 @@ def _demo(args) -> int:
 
     check_output_dir(args.out)
     run_demo(args.out, steps=args.steps, seed=args.seed, samples=args.samples,
-             progress=not args.quiet, benchmark=not args.no_benchmark)
+             progress=not args.quiet, benchmark=not args.no_benchmark, prior=args.prior,
+             model=args.model)
     return 0
 
 
@@ -58,12 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="syncsde", description="Diffusion synchronization (SyncSDE and peers).")
     ap.add_argument("--version", action="version", version=f"syncsde {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="run the demo on the built-in exact-score prior and write PNGs")
+    d = sub.add_parser("demo", help="run the demo on the built-in scenes model and write PNGs")
     d.add_argument("--out", default="out", help="output folder (default: out)")
     d.add_argument("--steps", type=positive_int, default=25, help="DDIM steps (default 25)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--samples", type=positive_int, default=1000, help="samples per benchmark cell")
     d.add_argument("--no-benchmark", action="store_true", help="skip the benchmark figure")
+    d.add_argument("--prior", action="store_true",
+                   help="also the exact-score Gaussian-prior pictures (prior_*.png)")
+    d.add_argument("--model", default="scenes",
+                   help="the scenes model's name or a folder holding a retrained one")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_demo)
     b = sub.add_parser("bench", help="the exact-score benchmark (every task x strategy)")

@@ -63,8 +63,11 @@ def _common(p: argparse.ArgumentParser, steps: int, guidance: float, inv_lambda:
     s = p.add_argument_group("sampling")
     s.add_argument("--strategy", choices=_strategy_choices(), default="syncsde")
     s.add_argument("--inv-lambda", type=finite_float, default=inv_lambda, help=f"SyncSDE 1/lambda (default {inv_lambda})")
-    s.add_argument("--steps", type=positive_int, default=steps, help=f"DDIM steps (default {steps})")
-    s.add_argument("--guidance", type=finite_float, default=guidance, help=f"CFG scale (default {guidance})")
+    s.add_argument("--steps", type=positive_int, default=None,
+                   help=f"sampling steps (default {steps}; 25 for --model scenes)")
+    s.add_argument("--guidance", type=finite_float, default=None,
+                   help=f"CFG scale (default {guidance}; 3 for --model scenes)")
+    p.set_defaults(task_steps=steps, task_guidance=guidance)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="outputs", help="output folder")
     s.add_argument("--no-progress", action="store_true")
@@ -74,11 +77,24 @@ def _device(args):
     return check_device(args.device)
 
 
+def _model_defaults(args) -> None:
+    """Steps and guidance follow the model when not given: the task's (the authors') defaults,
+    or the built-in scenes model's own (syncsde.scenes.model.DEFAULTS)."""
+    scenes = getattr(args, "model", None) == "scenes"
+    if scenes:
+        from syncsde.scenes.model import DEFAULTS
+    if args.steps is None:
+        args.steps = DEFAULTS["num_inference_steps"] if scenes else args.task_steps
+    if args.guidance is None:
+        args.guidance = DEFAULTS["guidance_scale"] if scenes else args.task_guidance
+
+
 def _check_early(args, images: tuple[str, ...] = (), files: tuple[str, ...] = ()) -> None:
     """Everything that can be checked before a model loads: the device, the output folder and
     the input files (``images`` must be readable images)."""
     check_device(getattr(args, "device", None))
     check_output_dir(args.out)
+    _model_defaults(args)
     for opt in images:
         check_input_file(getattr(args, opt), "--" + opt.replace("_", "-"), image=True)
     for opt in files:
@@ -275,7 +291,8 @@ def _run_ambiguous(args) -> list[str]:
 
     _check_early(args)
     stage1 = _load(args, args.model)
-    stage2 = None if args.no_stage2 else _load(args, args.stage2)
+    # the scenes model is pixel space at its final size: there is no stage II
+    stage2 = None if args.no_stage2 or args.model == "scenes" else _load(args, args.stage2)
     res = ambiguous_image(stage1, args.prompt_a, args.prompt_b, view=args.view, stage2=stage2,
                           negative_prompt=args.negative_prompt, strategy=args.strategy,
                           inv_lambda=args.inv_lambda, num_inference_steps=args.steps,
