@@ -144,3 +144,13 @@ def test_atomic_writer_leaves_the_old_file_on_failure(tmp_path):
     with pytest.raises(ValueError):  # object arrays are never pickled
         atomic_save_npy(tmp_path / "y.npy", np.array([Boom()], dtype=object))
     assert not (tmp_path / "y.npy").exists()
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    from syncsde.atomic import atomic_write_text
+
+    path = tmp_path / "plain.txt"
+    with open(tmp_path / "reference.txt", "w") as f:  # what a plain open() gives
+        f.write("x")
+    atomic_write_text(path, "x")
+    assert (path.stat().st_mode & 0o777) == ((tmp_path / "reference.txt").stat().st_mode & 0o777)
