@@ -58,10 +58,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask can only be read by setting it
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _write_with(path: str | os.PathLike, writer: Callable[[str], Any]) -> str:
