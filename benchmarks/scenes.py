@@ -213,7 +213,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", default="wide,ambiguous,edit")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--guidance", action="store_true",
+                    help="also the gradient-based strategies (syncdiffusion, syncvc) on wide and "
+                         "ambiguous")
     a = ap.parse_args(argv)
+    if a.guidance:
+        for names in (WIDE_STRATEGIES, AMBIGUOUS_STRATEGIES):
+            names += [g for g in ("syncdiffusion", "syncvc") if g not in names]
     n, steps = (2, 10) if a.quick else (a.n, a.steps)
     from syncsde.models import load_pipeline
     from syncsde.scenes.classifier import load_classifier
