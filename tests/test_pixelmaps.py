@@ -851,3 +851,22 @@ def test_csr_results_do_not_depend_on_thread_count(dtype):
                 assert torch.equal(pm.csr_apply(xf[b:b + 1], ip, ix, v, 2500), results[0][0][b:b + 1])
     finally:
         syncsde.set_num_threads(old)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 9, 17, 33, 100])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_csr_forward_over_many_batch_blocks_matches_scipy(batch, dtype):
+    """Batches with more blocks of slices than threads take the block-per-thread path; fewer
+    share each block's rows: both equal scipy's product (strided input included)."""
+    syncsde.set_num_threads(2)
+    try:
+        A = sp.random(37, 53, density=0.2, random_state=batch, format="csr")
+        x = torch.randn(batch, 7, 53, dtype=dtype)[:, 2]
+        ref = torch.from_numpy((A @ x.double().numpy().T).T)
+        out = pm.csr_apply(x, torch.from_numpy(A.indptr.astype(np.int64)),
+                            torch.from_numpy(A.indices.astype(np.int64)),
+                            torch.from_numpy(A.data).to(dtype), 53)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+    finally:
+        syncsde.set_num_threads()

@@ -922,12 +922,15 @@ SSDE_FOR_EACH_FLOAT(DEF_CSR_ALL_SCATTER)
             }                                                                                    \
         }                                                                                        \
         int64_t nbb = (B + BB - 1) / BB;                                                         \
+        /* forward: with a block of batch slices per thread there is no barrier inside a block;  \
+         * with fewer blocks than threads the rows of each block are shared instead */            \
+        int by_block = adjoint || nbb >= nthreads;                                               \
         int direct = sizeof(T) == sizeof(ACC) && (vs == 1 || nnz <= 1);                          \
         ACC *val = NULL, *scratch = NULL;                                                        \
         size_t nscratch = 0, per_thread = 0; /* stays 0 (no allocation) on overflow */           \
         if (ssde_mul_size((size_t)(adjoint ? n_cols : n_in), (size_t)BB, &per_thread) == 0 &&    \
             ssde_add_size(per_thread, 1, &per_thread) == 0 &&                                    \
-            ssde_mul_size(adjoint ? (size_t)nthreads : 1, per_thread, &nscratch) < 0) {          \
+            ssde_mul_size(by_block ? (size_t)nthreads : 1, per_thread, &nscratch) < 0) {         \
             nscratch = 0;                                                                        \
         }                                                                                        \
         if (!direct) {                                                                           \
@@ -985,6 +988,44 @@ SSDE_FOR_EACH_FLOAT(DEF_CSR_ALL_SCATTER)
                         for (int64_t c = 0; c < n_cols; c++) {                                   \
                             SSDE_ST_##SUF(o + c * so, acc[c * BB + j]);                          \
                         }                                                                        \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+        else if (by_block) {                                                                     \
+            PM_OMP_PARALLEL                                                                      \
+            {                                                                                    \
+                ACC *xt = scratch + (size_t)pm_thread_num() * ((size_t)n_in * (size_t)BB + 1);   \
+                PM_OMP_FOR_STATIC                                                                \
+                for (int64_t blk = 0; blk < nbb; blk++) {                                        \
+                    int64_t b0 = blk * BB;                                                       \
+                    int nb = (int)(B - b0 < BB ? B - b0 : BB);                                   \
+                    const T *xb[CSR_MAX_BB];                                                     \
+                    T *ob[CSR_MAX_BB];                                                           \
+                    for (int j = 0; j < nb; j++) {                                               \
+                        int64_t oo, xo;                                                          \
+                        lead_offsets(&L, b0 + j, &oo, &xo);                                      \
+                        ob[j] = (T *)out->data + oo;                                             \
+                        xb[j] = (const T *)x->data + xo;                                         \
+                    }                                                                            \
+                    for (int j = 0; j < BB; j++) {                                               \
+                        for (int64_t c = 0; c < n_in; c++) {                                     \
+                            xt[c * BB + j] = j < nb ? SSDE_LD_##SUF(xb[j] + c * sx) : 0;         \
+                        }                                                                        \
+                    }                                                                            \
+                    switch (BB) {                                                                \
+                        case 8:                                                                  \
+                            csr_rows_##SUF##_8(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
+                            break;                                                               \
+                        case 4:                                                                  \
+                            csr_rows_##SUF##_4(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
+                            break;                                                               \
+                        case 2:                                                                  \
+                            csr_rows_##SUF##_2(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
+                            break;                                                               \
+                        default:                                                                 \
+                            csr_rows_##SUF##_1(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
+                            break;                                                               \
                     }                                                                            \
                 }                                                                                \
             }                                                                                    \
