@@ -860,7 +860,18 @@ csr_load(const ssde_tensor *indptr, const ssde_tensor *indices, int64_t n_cols, 
     DEF_CSR_ROWS(SUF, T, ACC, 1)      \
     DEF_CSR_ROWS(SUF, T, ACC, 2)      \
     DEF_CSR_ROWS(SUF, T, ACC, 4)      \
-    DEF_CSR_ROWS(SUF, T, ACC, 8)
+    DEF_CSR_ROWS(SUF, T, ACC, 8)      \
+    static void csr_rows_##SUF(int BB, const int64_t *P, const int64_t *I, const ACC *V,   \
+                               const ACC *xt, int64_t r0, int64_t r1, T *const *ob, int nb, \
+                               int64_t so)                                                 \
+    {                                                                                      \
+        switch (BB) {                                                                      \
+            case 8: csr_rows_##SUF##_8(P, I, V, xt, r0, r1, ob, nb, so); break;            \
+            case 4: csr_rows_##SUF##_4(P, I, V, xt, r0, r1, ob, nb, so); break;            \
+            case 2: csr_rows_##SUF##_2(P, I, V, xt, r0, r1, ob, nb, so); break;            \
+            default: csr_rows_##SUF##_1(P, I, V, xt, r0, r1, ob, nb, so); break;           \
+        }                                                                                  \
+    }
 SSDE_FOR_EACH_FLOAT(DEF_CSR_ALL_ROWS)
 
 #define CSR_MAX_BB 8
@@ -1013,20 +1024,7 @@ SSDE_FOR_EACH_FLOAT(DEF_CSR_ALL_SCATTER)
                             xt[c * BB + j] = j < nb ? SSDE_LD_##SUF(xb[j] + c * sx) : 0;         \
                         }                                                                        \
                     }                                                                            \
-                    switch (BB) {                                                                \
-                        case 8:                                                                  \
-                            csr_rows_##SUF##_8(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
-                            break;                                                               \
-                        case 4:                                                                  \
-                            csr_rows_##SUF##_4(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
-                            break;                                                               \
-                        case 2:                                                                  \
-                            csr_rows_##SUF##_2(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
-                            break;                                                               \
-                        default:                                                                 \
-                            csr_rows_##SUF##_1(ptr, idx, V, xt, 0, n_out, ob, nb, so);           \
-                            break;                                                               \
-                    }                                                                            \
+                    csr_rows_##SUF(BB, ptr, idx, V, xt, 0, n_out, ob, nb, so);               \
                 }                                                                                \
             }                                                                                    \
         }                                                                                        \
@@ -1068,20 +1066,7 @@ SSDE_FOR_EACH_FLOAT(DEF_CSR_ALL_SCATTER)
                 for (int64_t rb = 0; rb < nrb; rb++) {                                           \
                     int64_t r0 = rb * CSR_ROW_BLOCK;                                             \
                     int64_t r1 = n_out - r0 < CSR_ROW_BLOCK ? n_out : r0 + CSR_ROW_BLOCK;        \
-                    switch (BB) {                                                                \
-                        case 8:                                                                  \
-                            csr_rows_##SUF##_8(ptr, idx, V, xt, r0, r1, ob, nb, so);             \
-                            break;                                                               \
-                        case 4:                                                                  \
-                            csr_rows_##SUF##_4(ptr, idx, V, xt, r0, r1, ob, nb, so);             \
-                            break;                                                               \
-                        case 2:                                                                  \
-                            csr_rows_##SUF##_2(ptr, idx, V, xt, r0, r1, ob, nb, so);             \
-                            break;                                                               \
-                        default:                                                                 \
-                            csr_rows_##SUF##_1(ptr, idx, V, xt, r0, r1, ob, nb, so);             \
-                            break;                                                               \
-                    }                                                                            \
+                    csr_rows_##SUF(BB, ptr, idx, V, xt, r0, r1, ob, nb, so);                 \
                 }                                                                                \
             }                                                                                    \
         }                                                                                        \
