@@ -24,16 +24,21 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
     import tomli as tomllib
 
 __all__ = ["EvalConfigError", "Item", "EvalConfig", "load_config", "TASK_KINDS", "METRICS",
-           "REFERENCE", "sample_seed"]
+           "REFERENCE", "sample_seed", "KIND_METRICS", "reference_prompts", "mask_image"]
 
-TASK_KINDS = ("wide",)
+TASK_KINDS = ("wide", "mask", "ambiguous")
 METRICS = ("kid", "fid", "clip", "intra_lpips", "intra_style", "hsv", "seam_jump")
+# what a task kind can be scored with: coherence metrics need a wide canvas of crops
+KIND_METRICS = {"wide": METRICS, "mask": ("kid", "fid", "clip"), "ambiguous": ("kid", "fid", "clip")}
+# the parts of one prompt entry of each kind (a string for wide, a table or a list otherwise)
+PROMPT_PARTS = {"wide": ("prompt",), "mask": ("background", "object", "combined"),
+                "ambiguous": ("a", "b")}
 REFERENCE = "reference"  # the strategy name of reference-set items
 _TOP_KEYS = {"name", "model", "seed", "num_inference_steps", "guidance_scale", "samples_per_prompt",
              "feature_net", "lpips_net", "style_net", "lpips_heads", "kid_subsets", "kid_subset_size", "strategies", "tasks", "threads"}
 _TASK_KEYS = {"name", "kind", "prompts", "prompt_file", "strategies", "samples_per_prompt",
               "height", "width", "window", "stride", "reference", "metrics",
-              "num_inference_steps", "guidance_scale", "fid_scope"}
+              "num_inference_steps", "guidance_scale", "fid_scope", "mask", "view"}
 _REF_KEYS = {"source", "per_prompt", "folder", "height", "width"}
 
 
@@ -91,7 +96,9 @@ class EvalConfig:
         for t in self.tasks:
             for label in t["strategies"] + ([REFERENCE] if t["reference"]["source"] != "folder" else []):
                 n = t["reference"]["per_prompt"] if label == REFERENCE else t["samples_per_prompt"]
-                for pi, prompt in enumerate(t["prompts"]):
+                # references are drawn per prompt the images are compared with (for mask: the
+                # combined prompt; for ambiguous: each reading)
+                for pi, prompt in enumerate(t["ref_prompts"] if label == REFERENCE else t["prompts"]):
                     for i in range(n):
                         seed = sample_seed(self.raw["seed"], t["name"], prompt, label, i)
                         fp = {"model": self.raw["model"],
@@ -141,6 +148,9 @@ def model_fingerprint(name: str) -> str | None:
 def _task_settings(t: dict, label: str) -> dict:
     keys = ("kind", "height", "width", "window", "stride", "num_inference_steps", "guidance_scale")
     s = {k: t[k] for k in keys}
+    for k in ("mask", "view"):   # only the kinds that have them (older configs hash the same)
+        if t.get(k) is not None:
+            s[k] = t[k]
     if label == REFERENCE:
         s = {"reference": t["reference"], "num_inference_steps": t["num_inference_steps"],
              "guidance_scale": t["guidance_scale"]}
@@ -167,6 +177,93 @@ def _unknown(d: dict, allowed: set, where: str) -> None:
     extra = sorted(set(d) - allowed)
     if extra:
         raise EvalConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(allowed)}")
+
+
+SEP = " | "   # joins the parts of a mask / ambiguous prompt entry (and splits prompt-file lines)
+
+
+def _prompt_parts(kind: str, entries: list, where: str) -> list[tuple[str, ...]]:
+    """Each prompt entry as its parts: a string (wide), or for ``mask`` a table
+    ``{background, object, combined}`` / a 3-list / a string ``"bg | obj | combined"``, for
+    ``ambiguous`` a table ``{a, b}`` / a 2-list / ``"a | b"``."""
+    names = PROMPT_PARTS[kind]
+    if not entries:
+        raise EvalConfigError(f"{where}: expected a non-empty list")
+    out = []
+    for i, e in enumerate(entries):
+        if isinstance(e, str):
+            q = tuple(x.strip() for x in e.split(SEP.strip())) if len(names) > 1 else (e.strip(),)
+        elif isinstance(e, list) and len(names) > 1:
+            q = tuple(e)
+        elif isinstance(e, dict) and len(names) > 1:
+            _unknown(e, set(names), f"{where}[{i}]")
+            q = tuple(e.get(n) for n in names)
+        else:
+            q = (e,)
+        if len(q) != len(names) or not all(isinstance(x, str) and x.strip() for x in q):
+            want = "a non-empty string" if len(names) == 1 else \
+                f"{len(names)} non-empty strings ({', '.join(names)})"
+            raise EvalConfigError(f"{where}[{i}]: a {kind!r} prompt is {want}, got {e!r}")
+        out.append(tuple(x.strip() for x in q))
+    return out
+
+
+def reference_prompts(kind: str, parts: list[tuple[str, ...]]) -> list[str]:
+    """The prompts reference images are drawn for: the wide prompt, the mask task's combined
+    prompt, both readings of an ambiguous pair (each once, in order of appearance)."""
+    pick = {"wide": lambda q: [q[0]], "mask": lambda q: [q[2]], "ambiguous": lambda q: list(q)}[kind]
+    return list(dict.fromkeys(p for q in parts for p in pick(q)))
+
+
+def _mask_spec(t: dict, kind: str, n_prompts: int, base: Path, where: str):
+    """``mask``: a box ``[top, left, bottom, right]`` in fractions of the image, or an image
+    file (white = object; relative to the config's folder), or a list of those, one per prompt.
+    Returns a list with one spec per prompt (a box list or an absolute path string)."""
+    if kind != "mask":
+        if "mask" in t:
+            raise EvalConfigError(f"{where}.mask: only a 'mask' task takes a mask")
+        return None
+    if "mask" not in t:
+        raise EvalConfigError(f"{where}.mask: required (a box [top, left, bottom, right] in "
+                              "fractions of the image, or a mask image file)")
+    m = t["mask"]
+    one = isinstance(m, str) or (isinstance(m, list) and len(m) == 4
+                                 and all(isinstance(v, (int, float)) for v in m))
+    specs = [m] * n_prompts if one else m
+    if not isinstance(specs, list) or len(specs) != n_prompts:
+        raise EvalConfigError(f"{where}.mask: one mask for all prompts or a list of {n_prompts}")
+    out = []
+    for i, spec in enumerate(specs):
+        w = f"{where}.mask" + ("" if one else f"[{i}]")
+        if isinstance(spec, str):
+            fp = Path(os.path.expanduser(spec))
+            fp = fp if fp.is_absolute() else base / fp
+            if not fp.is_file():
+                raise EvalConfigError(f"{w}: {str(fp)!r} not found")
+            out.append(str(fp))
+            continue
+        if not (isinstance(spec, list) and len(spec) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)):
+            raise EvalConfigError(f"{w}: expected [top, left, bottom, right] or a file, got {spec!r}")
+        top, left, bottom, right = (float(v) for v in spec)
+        if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
+            raise EvalConfigError(f"{w}: need 0 <= top < bottom <= 1 and 0 <= left < right <= 1, "
+                                  f"got {spec!r}")
+        out.append([top, left, bottom, right])
+    return out
+
+
+def _view_spec(t: dict, kind: str, where: str):
+    from syncsde.tasks.ambiguous import AMBIGUOUS_VIEWS
+
+    if kind != "ambiguous":
+        if "view" in t:
+            raise EvalConfigError(f"{where}.view: only an 'ambiguous' task takes a view")
+        return None
+    v = t.get("view", "rot90_cw")
+    if v not in AMBIGUOUS_VIEWS:
+        raise EvalConfigError(f"{where}.view: expected one of {AMBIGUOUS_VIEWS}, got {v!r}")
+    return v
 
 
 def load_config(path: str | os.PathLike) -> EvalConfig:
@@ -248,8 +345,8 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
             prompts = [ln.strip() for ln in pf.read_text(encoding="utf-8").splitlines() if ln.strip()]
         else:
             prompts = _need(t, "prompts", list, w)
-        if not prompts or not all(isinstance(q, str) and q.strip() for q in prompts):
-            raise EvalConfigError(f"{w}.prompts: expected a non-empty list of non-empty strings")
+        parts = _prompt_parts(kind, prompts, f"{w}.prompts")
+        prompts = [SEP.join(q) for q in parts]   # one display string per entry (seeds, manifest)
         if len(set(prompts)) != len(prompts):
             raise EvalConfigError(f"{w}.prompts: repeated prompts")
         strat = t.get("strategies", list(cfg["strategies"]))
@@ -260,9 +357,20 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
                 raise EvalConfigError(f"{w}.strategies: {s!r} is not a [strategies.*] label "
                                       f"({sorted(cfg['strategies'])})")
         height = _int(t, "height", 32, w)
-        width = _int(t, "width", 4 * height, w)
-        window = _int(t, "window", height, w)
-        stride = _int(t, "stride", max(1, window // 4), w)
+        if kind == "wide":
+            width = _int(t, "width", 4 * height, w)
+            window = _int(t, "window", height, w)
+            stride = _int(t, "stride", max(1, window // 4), w)
+        else:   # one canvas the model's size: no windows
+            for k in ("window", "stride"):
+                if k in t:
+                    raise EvalConfigError(f"{w}.{k}: a {kind!r} task has no windows")
+            width = _int(t, "width", height, w)
+            window, stride = width, width
+        if kind == "ambiguous" and width != height:
+            raise EvalConfigError(f"{w}.width: ambiguous images are square ({width} != {height})")
+        mask = _mask_spec(t, kind, len(prompts), base, w)
+        view = _view_spec(t, kind, w)
         if window > width:
             raise EvalConfigError(f"{w}.window: {window} is wider than the image ({width})")
         ref = t.get("reference", {"source": "model"})
@@ -288,9 +396,11 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
         if src == "generator" and cfg["model"] != "scenes":
             raise EvalConfigError(f"{w}.reference.source: 'generator' is the scenes model's ground "
                                   "truth; it needs model = 'scenes'")
-        metrics = t.get("metrics", list(METRICS))
-        if not isinstance(metrics, list) or not all(m in METRICS for m in metrics):
-            raise EvalConfigError(f"{w}.metrics: expected a list of {METRICS}, got {metrics!r}")
+        allowed = KIND_METRICS[kind]
+        metrics = t.get("metrics", list(allowed))
+        if not isinstance(metrics, list) or not all(m in allowed for m in metrics):
+            raise EvalConfigError(f"{w}.metrics: a {kind!r} task takes a list of {allowed}, "
+                                  f"got {metrics!r}")
         if width < 2 * height and any(m in ("intra_lpips", "intra_style", "hsv") for m in metrics):
             raise EvalConfigError(f"{w}.metrics: intra_lpips, intra_style and hsv need at least "
                                   f"two crops (width >= 2 height)")
@@ -302,6 +412,8 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
                                   "(a folder has no prompts)")
         cfg["tasks"].append({
             "name": name, "kind": kind, "prompts": prompts, "strategies": strat,
+            "prompt_parts": parts, "ref_prompts": reference_prompts(kind, parts),
+            "mask": mask, "view": view,
             "samples_per_prompt": _int(t, "samples_per_prompt", cfg["samples_per_prompt"], w),
             "height": height, "width": width, "window": window, "stride": stride,
             "num_inference_steps": _int(t, "num_inference_steps", cfg["num_inference_steps"], w),
@@ -309,3 +421,19 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
             "reference": r, "metrics": metrics, "fid_scope": scope})
     cfg["model_fingerprint"] = model_fingerprint(cfg["model"])
     return EvalConfig(cfg, path, cfg["tasks"])
+
+
+def mask_image(spec, height: int, width: int):
+    """A mask spec of :func:`_mask_spec` -> what :func:`syncsde.pipelines.load_mask` reads: the
+    file path, or a ``[height, width]`` float array with 1 inside the box (rows
+    ``round(top H) .. round(bottom H)``, columns likewise)."""
+    if isinstance(spec, str):
+        return spec
+    import numpy as np
+
+    top, left, bottom, right = spec
+    m = np.zeros((height, width), np.float32)
+    r0, r1 = int(round(top * height)), max(int(round(bottom * height)), int(round(top * height)) + 1)
+    c0, c1 = int(round(left * width)), max(int(round(right * width)), int(round(left * width)) + 1)
+    m[r0:r1, c0:c1] = 1.0
+    return m

@@ -1,4 +1,5 @@
-"""Making one image of a work item: a strategy's wide image, or a reference image (the model's
+"""Making one image of a work item: a strategy's wide image, mask-composed image or
+ambiguous image (the reading of prompt a), or a reference image (the model's
 plain sample at the window size, as the papers do, or the scenes generator's ground truth)."""
 from __future__ import annotations
 
@@ -57,14 +58,28 @@ class ItemMaker:
         t = self.tasks[item.task]
         if item.strategy == REFERENCE:
             return self._reference(t, item)
-        from syncsde.pipelines import wide_image
-
         s = self.cfg.raw["strategies"][item.strategy]
-        res = wide_image(self.pipe, item.prompt, height=t["height"], width=t["width"],
-                         window=t["window"], stride=t["stride"], strategy=s["name"],
-                         strategy_options=dict(s["options"]),
-                         num_inference_steps=t["num_inference_steps"],
-                         guidance_scale=t["guidance_scale"], seed=item.seed, progress=False)
+        common = dict(strategy=s["name"], strategy_options=dict(s["options"]),
+                      num_inference_steps=t["num_inference_steps"],
+                      guidance_scale=t["guidance_scale"], seed=item.seed, progress=False)
+        parts = t["prompt_parts"][item.prompt_index]
+        if t["kind"] == "mask":
+            from syncsde.eval.config import mask_image
+            from syncsde.pipelines import mask_generation
+
+            mask = mask_image(t["mask"][item.prompt_index], t["height"], t["width"])
+            res = mask_generation(self.pipe, mask, *parts, height=t["height"], width=t["width"],
+                                  **common)
+        elif t["kind"] == "ambiguous":
+            from syncsde.pipelines import ambiguous_image
+
+            # the image that reads as prompt a; its view reads as prompt b (scored so)
+            res = ambiguous_image(self.pipe, parts[0], parts[1], t["view"], **common)
+        else:
+            from syncsde.pipelines import wide_image
+
+            res = wide_image(self.pipe, item.prompt, height=t["height"], width=t["width"],
+                             window=t["window"], stride=t["stride"], **common)
         return res.tensors[0].float().cpu()
 
     def _reference(self, t: dict, item: Item) -> torch.Tensor:

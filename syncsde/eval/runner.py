@@ -200,9 +200,15 @@ def run_eval(config: str, out: str, force: bool = False, new: bool = False, prog
 
     for task in cfg.tasks:
         rows = score_task(cfg, task, out_dir, entries, nets)
+        if task["kind"] == "mask":
+            same = len({str(m) for m in task["mask"]}) == 1
+            shape = f"(mask {task['mask'][0] if same else 'per prompt'})"
+        elif task["kind"] == "ambiguous":
+            shape = f"(view {task['view']})"
+        else:
+            shape = f"(window {task['window']}, stride {task['stride']})"
         header = (f"**{cfg.raw['name']} / {task['name']}**: {task['kind']} "
-                  f"{task['height']}x{task['width']} (window {task['window']}, stride "
-                  f"{task['stride']}), {len(task['prompts'])} prompts x "
+                  f"{task['height']}x{task['width']} {shape}, {len(task['prompts'])} prompts x "
                   f"{task['samples_per_prompt']} samples, {task['num_inference_steps']} steps, "
                   f"CFG {task['guidance_scale']}, model {cfg.raw['model']}; features: "
                   f"{getattr(nets['features'], 'name', type(nets['features']).__name__)}; "

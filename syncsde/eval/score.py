@@ -57,6 +57,41 @@ def load_reference_folder(folder: str, height: int, width: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+def _scored_images(task: dict, imgs: list, es: list) -> tuple[list, list, np.ndarray]:
+    """The images KID / FID / CLIP-S compare, with the prompt each is compared with and the
+    index of the prompt entry it comes from:
+
+    - ``wide``: one random ``height x window`` crop per image (position from the item's seed), as
+      SyncDiffusion and SyncSDE score panoramas;
+    - ``mask``: the whole image, against the combined prompt (SyncSDE Table 1);
+    - ``ambiguous``: the image against prompt a and its view against prompt b (Visual Anagrams,
+      SyncSDE Table 4); images first, then views, so entry ``i`` and ``i + n`` are one image.
+    """
+    kind, win = task["kind"], task["window"]
+    parts = task.get("prompt_parts")
+    out, prompts, of = [], [], []
+    if kind == "ambiguous":
+        from syncsde.views import PixelMap
+
+        pmap = PixelMap.parse(task["view"])
+        for reading in (0, 1):
+            for img, e in zip(imgs, es):
+                out.append(img if reading == 0 else pmap.apply(img.contiguous()))
+                prompts.append(parts[e["prompt_index"]][reading])
+                of.append(e["prompt_index"])
+    else:
+        for img, e in zip(imgs, es):
+            if kind == "mask":
+                out.append(img)
+                prompts.append(parts[e["prompt_index"]][2])
+            else:
+                x0 = int(np.random.default_rng(e["seed"]).integers(0, img.shape[-1] - win + 1))
+                out.append(img[:, :, x0:x0 + win])
+                prompts.append(e["prompt"])
+            of.append(e["prompt_index"])
+    return out, prompts, np.array(of)
+
+
 def _batched(fn, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch]) for i in range(0, len(x), batch)])
 
@@ -78,29 +113,30 @@ def score_task(cfg: EvalConfig, task: dict, out: Path, entries: dict, nets: dict
 
     need_ref = any(m in metrics for m in ("kid", "fid"))
     per_prompt = task.get("fid_scope", "pooled") == "per_prompt"
+    ref_prompts = task.get("ref_prompts", task["prompts"])
     if need_ref:
         ref = task["reference"]
         if ref["source"] == "folder":
             ref_imgs, ref_prompt = load_reference_folder(ref["folder"], ref["height"], ref["width"]), None
         else:
             imgs_r, es_r = images_of(REFERENCE)
-            ref_imgs, ref_prompt = torch.stack(imgs_r), np.array([e["prompt_index"] for e in es_r])
+            ref_imgs = torch.stack(imgs_r)
+            ref_prompt = np.array([ref_prompts[e["prompt_index"]] for e in es_r], dtype=object)
         ref_feats = _batched(nets["features"].features, ref_imgs).double().numpy()
     rows = []
     for label in task["strategies"]:
         imgs, es = images_of(label)
         row: dict[str, Any] = {"strategy": label, "n": len(imgs),
                                "s / image": float(np.mean([e["seconds"] for e in es]))}
+        scored, scored_prompt, scored_of = _scored_images(task, imgs, es)
         if need_ref:
-            crops = []
-            for img, e in zip(imgs, es):
-                x0 = int(np.random.default_rng(e["seed"]).integers(0, img.shape[-1] - win + 1))
-                crops.append(img[:, :, x0:x0 + win])
-            feats = _batched(nets["features"].features, torch.stack(crops)).double().numpy()
+            feats = _batched(nets["features"].features, torch.stack(scored)).double().numpy()
             if per_prompt:   # SyncDiffusion's Table S2: per prompt, then mean +- std over prompts
-                gen_prompt = np.array([e["prompt_index"] for e in es])
-                groups = [(feats[gen_prompt == p], ref_feats[ref_prompt == p])
-                          for p in range(len(task["prompts"]))]
+                groups = []
+                for p in range(len(task["prompts"])):
+                    sel = scored_of == p
+                    want = set(np.asarray(scored_prompt, dtype=object)[sel])
+                    groups.append((feats[sel], ref_feats[np.isin(ref_prompt, list(want))]))
             else:            # the SyncSDE paper's tables: all prompts pooled
                 groups = [(feats, ref_feats)]
             if "kid" in metrics:
@@ -117,18 +153,20 @@ def score_task(cfg: EvalConfig, task: dict, out: Path, entries: dict, nets: dict
                     row["FID std"] = float(np.std(fs))
         if "clip" in metrics:
             emb = nets["clip"]
-            cos, prompts_c, crops_c = [], [], []
-            for img, e in zip(imgs, es):
-                c = coherence.crops(img, H)
-                crops_c.append(c)
-                prompts_c += [e["prompt"]] * len(c)
-                cos.append(clip_score(emb.embed_images(c), emb.embed_texts([e["prompt"]] * len(c))).mean())
+            if task["kind"] == "wide":   # mean over the image's non-overlapping crops
+                clip_imgs = [coherence.crops(img, H) for img in imgs]
+                clip_prompts = [[e["prompt"]] * len(c) for c, e in zip(clip_imgs, es)]
+            else:                        # the image (and its view) against its prompt(s)
+                clip_imgs = [torch.stack(scored[i::len(imgs)]) for i in range(len(imgs))]
+                clip_prompts = [list(scored_prompt[i::len(imgs)]) for i in range(len(imgs))]
+            cos = [clip_score(emb.embed_images(c), emb.embed_texts(q)).mean()
+                   for c, q in zip(clip_imgs, clip_prompts)]
             cos_t = torch.stack(cos).double()
             row["CLIP-S (cos)"] = float(cos_t.mean())
             row["CLIP-S x100"] = float((100 * cos_t).clamp_min(0).mean())
             if hasattr(nets["features"], "attribute_probabilities"):
-                row["prompt agreement"] = prompt_agreement_rate(torch.cat(crops_c), prompts_c,
-                                                                nets["features"])
+                row["prompt agreement"] = prompt_agreement_rate(
+                    torch.cat(clip_imgs), [q for qs in clip_prompts for q in qs], nets["features"])
         if "intra_lpips" in metrics:
             row["Intra-LPIPS"] = coherence.intra_lpips(imgs, nets["lpips"], H, nets.get("lpips_heads"))
         if "intra_style" in metrics:
