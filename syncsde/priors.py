@@ -33,7 +33,7 @@ __all__ = [
     "PriorDenoiser", "gaussian_product", "gaussian_conditional", "masked_composition",
 ]
 
-KERNELS = ("se", "matern", "power")
+KERNELS = ("se", "matern", "power", "exp_separable")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -54,7 +54,7 @@ def _spatial_shape(spatial_shape: Any) -> tuple[int, ...]:
 
 def field_covariance(kernel: str, spatial_shape: int | Sequence[int], lengthscale: float = 4.0,
                      nu: float = 1.5, exponent: float = 2.0, variance: float = 1.0,
-                     jitter: float = 1e-6) -> torch.Tensor:
+                     jitter: float = 1e-6, period: float | None = None) -> torch.Tensor:
     r"""Covariance ``[P, P]`` (float64) of a stationary field over the positions of a grid.
 
     Positions are the integer grid points of ``spatial_shape`` = ``(n,)`` or ``(h, w)``,
@@ -73,6 +73,17 @@ def field_covariance(kernel: str, spatial_shape: int | Sequence[int], lengthscal
       covariance of a window is exactly the restriction of the canvas covariance (which an FFT
       construction on a padded grid would not give).
 
+    * ``"exp_separable"``: ``k = v exp(-sum_axis |d_axis| / l)``, the product of one
+      Ornstein-Uhlenbeck (Matern-1/2) kernel per axis: its precision is the Kronecker product
+      of tridiagonal matrices, so the field is Markov on the 8-neighbour grid (exactly, at every
+      scale), the case where region-graph compositions are exact (docs/composition.md).
+
+    ``period`` (cylinders, 360-degree canvases): the last axis is a circle of circumference
+    ``period`` and its distance is the chord ``(p / pi) sin(pi |d| / p)`` (the Euclidean distance
+    of the circle embedded in the plane), so every kernel above, positive definite in any
+    dimension, stays positive definite and stationary round the loop; a window's covariance is
+    the restriction of the canvas covariance.
+
     ``jitter`` is added to the diagonal (keeps smooth kernels numerically positive definite).
     """
     shape = _spatial_shape(spatial_shape)
@@ -87,8 +98,16 @@ def field_covariance(kernel: str, spatial_shape: int | Sequence[int], lengthscal
         raise ValueError(f"jitter must be a finite number >= 0, got {jitter!r}")
     axes = [torch.arange(n, dtype=torch.float64) for n in shape]
     pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(shape))
-    r2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)
-    if kernel == "se":
+    diff = (pos[:, None, :] - pos[None, :, :]).abs()
+    if period is not None:
+        period = float(period)
+        if not (period > 0 and math.isfinite(period)):
+            raise ValueError(f"period must be a finite number > 0, got {period!r}")
+        diff[..., -1] = (period / math.pi) * torch.sin(math.pi * diff[..., -1] / period).abs()
+    r2 = (diff ** 2).sum(-1)
+    if kernel == "exp_separable":
+        k = torch.exp(-diff.sum(-1) / lengthscale)
+    elif kernel == "se":
         k = torch.exp(-0.5 * r2 / lengthscale**2)
     elif kernel == "matern":
         if float(nu) not in (0.5, 1.5, 2.5):
@@ -689,3 +708,34 @@ class FieldDenoiser:
                                 self.prediction_type)
             self._cache[spatial] = den
         return den(x_t, t, cond)
+
+
+class MixtureFieldDenoiser(FieldDenoiser):
+    """Exact-score denoiser of a *mixture* of stationary fields at any window size.
+
+    ``prompts`` maps a prompt key to a list of ``(field kwargs, weight)`` components (the kwargs
+    of :meth:`GaussianPrior.field` without the spatial shape). The law of a window of the
+    mixture ``sum_k w_k N(mu_k, Sigma_k)`` of the canvas is the mixture of the components'
+    window laws with the same weights (a marginal of a mixture is the mixture of marginals), so
+    one denoiser serves windows, overlaps and the whole canvas.
+    """
+
+    def __init__(self, prompts: Mapping[Any, Sequence[tuple[Mapping[str, Any], float]]], abar: Any,
+                 channels: int = 1, prediction_type: str = "epsilon"):
+        if not prompts:
+            raise ValueError("MixtureFieldDenoiser needs at least one prompt")
+        for k, comps in prompts.items():
+            if not comps:
+                raise ValueError(f"prompt {k!r} has no components")
+        self.components = {k: [(dict(kw), float(w)) for kw, w in v] for k, v in prompts.items()}
+        super().__init__({k: v[0][0] for k, v in self.components.items()}, abar, channels,
+                         prediction_type)
+
+    def prior(self, key: Any, spatial_shape: Sequence[int]) -> GaussianMixturePrior:
+        comps, weights = [], []
+        for kw, w in self.components[key]:
+            kw = dict(kw)
+            kernel = kw.pop("kernel", "se")
+            comps.append(GaussianPrior.field(kernel, tuple(spatial_shape), channels=self.channels, **kw))
+            weights.append(w)
+        return GaussianMixturePrior(comps, weights)

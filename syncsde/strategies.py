@@ -226,3 +226,5 @@ from syncsde.guidance.syncdiffusion import SyncDiffusion  # noqa: E402
 from syncsde.guidance.syncvc import SyncVC  # noqa: E402
 STRATEGIES["syncdiffusion"] = SyncDiffusion
 STRATEGIES["syncvc"] = SyncVC
+# region-graph (Kikuchi) composition for 2-D grids and loops of windows (issue 13)
+import syncsde.strategies_regiongraph  # noqa: E402,F401  (registers "regiongraph")

@@ -1,0 +1,240 @@
+r"""Exact-law benchmark families (issue 13): where synchronization is far from the exact law.
+
+Every case has a target law of the canonical object and per-view exact denoisers; the oracle runs
+the same steps with the exact score of the whole target. Families (parameters chosen to span
+each family, not tuned to one case):
+
+- ``grid``: 2-D grids of windows (tall and wide canvases), SE and separable-exponential
+  (Markov) fields;
+- ``cylinder``: circular canvases (the width is a loop; kernels with the chord distance,
+  :func:`syncsde.priors.field_covariance` ``period``), 2-D and 1-D rings;
+- ``long``: 1-D windows whose correlation is longer than the overlap (power law, long SE), with
+  a Markov control (Matern-1/2);
+- ``illusion``: ``p_A(x) p_B(P x)`` for rot90, rot180, flips, transpose, skew and a random
+  permutation;
+- ``mixture``: a two-component mixture of fields (one "mode" must hold over the whole canvas).
+
+Gaussian cases are scored on exact output laws (:func:`syncsde.exact_laws.push_forward_law`):
+the Frechet distance W2^2 to the target, for strategies and oracle. Mixture cases on samples:
+energy distance to exact target samples (its floor is the oracle's), the moment-matched Frechet
+distance (which cannot see mode mixing) and the agreement of the mixture component between the
+first and the last window (``mode_corr``: mean of the product of the two windows' +-1 labels;
+the target's value is estimated from exact target samples).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from syncsde.exact_laws import CountingDenoiser, energy_distance, gaussian_kl, gaussian_w2, push_forward_law
+from syncsde.metrics import frechet_to_law
+from syncsde.priors import (FieldDenoiser, GaussianMixturePrior, GaussianPrior, MixtureFieldDenoiser,
+                            PriorDenoiser, gaussian_product)
+from syncsde.sampler import Problem, sample
+from syncsde.tasks import ambiguous_problem, wide_problem
+from syncsde.views import PixelMapViews, WindowViews
+
+__all__ = ["FamilyCase", "FAMILIES", "FAMILY_STRATEGIES", "build_cases", "run_case", "oracle_problem"]
+
+
+@dataclass
+class FamilyCase:
+    family: str
+    name: str
+    problem: Problem
+    denoiser: Any
+    target: Any                        # GaussianPrior/GaussianLaw, or GaussianMixturePrior
+    note: str = ""
+    window_law: Any = None             # mixture cases: per-window component laws (labels)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def gaussian(self) -> bool:
+        return not isinstance(self.target, GaussianMixturePrior)
+
+
+def oracle_problem(shape) -> Problem:
+    """One view that is the whole canvas: plain steps with the target's exact score."""
+    C, H, W = shape
+    return Problem(WindowViews((C, H, W), (H, W), [(0, 0)]), ["target"], init="independent")
+
+
+def _window_case(family, name, shape, window, stride, kernel_kw, circular=False, note=""):
+    C, H, W = shape
+    kw = dict(kernel_kw)
+    if circular:
+        kw["period"] = float(W)
+    kernel = kw.pop("kernel")
+    target = GaussianPrior.field(kernel, (H, W), channels=C, **kw)
+    prob = wide_problem(shape, window=window, stride=stride, cond="field", circular=circular)
+    den_kw = dict(kernel_kw, **({"period": float(W)} if circular else {}))
+    return lambda abar: FamilyCase(family, name, prob, FieldDenoiser({"field": den_kw}, abar, channels=C),
+                                   target, note)
+
+
+def _grid_cases():
+    se = {"kernel": "se", "lengthscale": 1.5}
+    sep = {"kernel": "exp_separable", "lengthscale": 3.0}
+    return [
+        _window_case("grid", "grid 16x16 / 8 s4, SE 1.5", (1, 16, 16), 8, 4, se, note="3x3 windows"),
+        _window_case("grid", "grid 16x16 / 8 s4, sep-exp 3", (1, 16, 16), 8, 4, sep,
+                     note="3x3 windows, Markov field"),
+        _window_case("grid", "tall 24x12 / 8 s4, SE 2", (1, 24, 12), 8, 4,
+                     {"kernel": "se", "lengthscale": 2.0}, note="5x2 windows"),
+        _window_case("grid", "wide 12x28 / 8 s4, sep-exp 4", (1, 12, 28), 8, 4,
+                     {"kernel": "exp_separable", "lengthscale": 4.0}, note="2x6 windows"),
+    ]
+
+
+def _cylinder_cases():
+    return [
+        _window_case("cylinder", "cyl 6x24 / 6 s3, SE 1.5", (1, 6, 24), 6, 3,
+                     {"kernel": "se", "lengthscale": 1.5}, circular=True, note="8 windows round"),
+        _window_case("cylinder", "cyl 6x24 / 6 s3, SE 4", (1, 6, 24), 6, 3,
+                     {"kernel": "se", "lengthscale": 4.0}, circular=True, note="long correlation"),
+        _window_case("cylinder", "ring 1x48 / 12 s6, Matern-1/2 6", (1, 1, 48), (1, 12), (1, 6),
+                     {"kernel": "matern", "nu": 0.5, "lengthscale": 6.0}, circular=True,
+                     note="Markov ring"),
+    ]
+
+
+def _long_cases():
+    return [
+        _window_case("long", "1x64 / 16 s8, Matern-1/2 4", (1, 1, 64), (1, 16), (1, 8),
+                     {"kernel": "matern", "nu": 0.5, "lengthscale": 4.0}, note="Markov control"),
+        _window_case("long", "1x64 / 16 s8, SE 6", (1, 1, 64), (1, 16), (1, 8),
+                     {"kernel": "se", "lengthscale": 6.0}, note="smooth, longer than overlap"),
+        _window_case("long", "1x64 / 16 s8, power 2 exp 0.5", (1, 1, 64), (1, 16), (1, 8),
+                     {"kernel": "power", "lengthscale": 2.0, "exponent": 0.5}, note="power law"),
+        _window_case("long", "1x64 / 16 s12, Matern-3/2 8", (1, 1, 64), (1, 16), (1, 12),
+                     {"kernel": "matern", "nu": 1.5, "lengthscale": 8.0}, note="overlap 4"),
+    ]
+
+
+def _index_perm(view, shape) -> torch.Tensor:
+    idx = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
+    return PixelMapViews(shape, ["identity", view]).forward_one(1, idx).reshape(-1).round().long()
+
+
+def _illusion_case(view, label):
+    def build(abar):
+        shape = (1, 8, 8)
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, 8), torch.linspace(-1, 1, 8), indexing="ij")
+        a = GaussianPrior.field("se", shape[1:], lengthscale=1.0, mean=0.8 * xx)
+        b = GaussianPrior.field("se", shape[1:], lengthscale=2.5, mean=-0.8 * yy)
+        target = gaussian_product(a, b, _index_perm(view, shape))
+        return FamilyCase("illusion", f"illusion {label}", ambiguous_problem(shape, view, "A", "B"),
+                          PriorDenoiser({"A": a, "B": b}, abar), target)
+    return build
+
+
+def _illusion_cases():
+    perm = torch.randperm(64, generator=torch.Generator().manual_seed(7))
+    return [_illusion_case(v, lab) for v, lab in
+            [("rot90_cw", "rot90"), ("rot180", "rot180"), ("hflip", "hflip"), ("vflip", "vflip"),
+             ("transpose", "transpose"), ("skew", "skew 1.5"), (perm, "permutation")]]
+
+
+def _mixture_case(name, shape, window, stride, lengthscale, m, note=""):
+    def build(abar):
+        C, H, W = shape
+        comps = [({"kernel": "se", "lengthscale": lengthscale, "mean": s * m}, 0.5) for s in (1, -1)]
+        den = MixtureFieldDenoiser({"field": comps}, abar, channels=C)
+        target = den.prior("field", (H, W))
+        prob = wide_problem(shape, window=window, stride=stride, cond="field")
+        return FamilyCase("mixture", name, prob, den, target, note, window_law=den.prior("field", prob.views.size))
+    return build
+
+
+def _mixture_cases():
+    return [_mixture_case("mixture 4x32 / 4x8 s4, SE 2, +-1", (1, 4, 32), (4, 8), (1, 4), 2.0, 1.0),
+            _mixture_case("mixture 1x64 / 16 s8, SE 3, +-0.7", (1, 1, 64), (1, 16), (1, 8), 3.0, 0.7)]
+
+
+FAMILIES: dict[str, Callable[[], list]] = {
+    "grid": _grid_cases, "cylinder": _cylinder_cases, "long": _long_cases,
+    "illusion": _illusion_cases, "mixture": _mixture_cases,
+}
+
+# label -> (strategy, options); strategies that do not apply to a case's views are left out
+FAMILY_STRATEGIES: dict[str, tuple[str, dict]] = {
+    "independent": ("independent", {}),
+    "multidiffusion": ("multidiffusion", {}),
+    "synctweedies": ("synctweedies", {}),
+    "noise_average": ("noise_average", {}),
+    "syncsde": ("syncsde", {"inv_lambda": 5.0}),
+    "syncsde lin 2": ("syncsde", {"inv_lambda": 2.0}),
+    "collage": ("collage", {}),
+    "regiongraph": ("regiongraph", {}),
+}
+
+
+def build_cases(families, abar) -> list[FamilyCase]:
+    return [b(abar) for f in families for b in FAMILIES[f]()]
+
+
+def _labels(case: FamilyCase, out: torch.Tensor) -> torch.Tensor:
+    """+-1 component label of the first and last window of each sample: ``[n, 2]``."""
+    views = case.problem.views
+    order = views.offsets[:, 1].argsort()
+    y = views.forward(out.to(torch.float64))            # [N, n, C, h, w]
+    comps = case.window_law.components
+    labs = []
+    for i in (int(order[0]), int(order[-1])):
+        lp = torch.stack([c.log_marginal(y[i], 1.0) for c in comps], -1)
+        labs.append(torch.where(lp[:, 0] >= lp[:, 1], 1.0, -1.0))
+    return torch.stack(labs, -1)
+
+
+def mode_corr(case: FamilyCase, out: torch.Tensor) -> float:
+    lab = _labels(case, out)
+    return float((lab[:, 0] * lab[:, 1]).mean())
+
+
+def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, seed: int = 0,
+             log: Callable[[str], None] = lambda s: None) -> dict:
+    """label -> {w2, kl (Gaussian) or energy, w2_fit, mode_corr (mixture), inputs_per_step,
+    pixels_per_step (in window areas), seconds}; ``oracle`` included, ``target`` for mixtures."""
+    res: dict[str, dict] = {}
+    steps = len(schedule.timesteps)
+    win_px = math.prod(case.problem.views.view_shape[1:])
+    ref = None
+    if not case.gaussian:
+        ref = case.target.sample(samples, generator=torch.Generator().manual_seed(seed + 999))
+        res["target"] = {"mode_corr": mode_corr(case, ref),
+                         "energy": energy_distance(ref, case.target.sample(
+                             samples, generator=torch.Generator().manual_seed(seed + 1998)))}
+    runs = list((strategies or FAMILY_STRATEGIES).items()) + [("oracle", ("independent", {}))]
+    for label, (name, opts) in runs:
+        problem, den = (oracle_problem(tuple(case.target.event_shape)),
+                        PriorDenoiser({"target": case.target}, case.denoiser.abar)) \
+            if label == "oracle" else (case.problem, case.denoiser)
+        counter = CountingDenoiser(den)
+        t0 = time.perf_counter()
+        try:
+            if case.gaussian:
+                law = push_forward_law(problem, counter, name, schedule, **opts)
+                r = {"w2": gaussian_w2(law, case.target), "kl": gaussian_kl(law, case.target)}
+                batch = law.noise_dim + 2
+            else:
+                out = sample(problem, counter, name, schedule, seed=seed, batch=samples,
+                             dtype=torch.float64, progress=False, **opts).output
+                r = {"energy": energy_distance(out, ref),
+                     "w2_fit": frechet_to_law(out.reshape(samples, -1), case.target.mean_vector,
+                                              case.target.covariance),
+                     "mode_corr": mode_corr(case, out)}
+                batch = samples
+        except ValueError as e:  # the strategy does not apply to these views
+            log(f"  {case.name:36s} {label:16s} n/a ({str(e)[:60]})")
+            continue
+        r["inputs_per_step"] = counter.inputs / (steps * batch)
+        r["pixels_per_step"] = counter.pixels / (steps * batch * win_px)
+        r["seconds"] = time.perf_counter() - t0
+        res[label] = r
+        log(f"  {case.name:36s} {label:16s} " + " ".join(
+            f"{k}={v:.4g}" for k, v in r.items() if k != "seconds") + f" ({r['seconds']:.1f}s)")
+    return res

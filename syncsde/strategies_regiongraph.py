@@ -1,0 +1,162 @@
+r"""Region-graph (Kikuchi / cluster-variation) score composition for any set of windows.
+
+The regions are the windows and every intersection of them (the closure under intersection);
+each region R gets the counting number of the cluster variation method,
+
+    c_R = 1 - sum_{S strictly contains R} c_S          (windows: c = 1),
+
+and the canvas score is composed as
+
+    eps(X) = sum_R c_R P_R^T eps(P_R X)                 (docs/composition.md, eq. (1)).
+
+It is the exact score of ``p(X) = prod_R p(R)^{c_R}``. On a 1-D chain of windows every
+intersection deeper than two consecutive windows gets c = 0 and this is the ``collage``
+junction-tree rule; on a 2-D grid it is "windows minus pairwise overlaps plus their
+intersections" (for a 2 x 2 block: four windows, minus four strips, plus the centre square),
+exact for a field that is Markov at the overlap scale in both directions (e.g. the separable
+exponential kernel, docs/composition.md); on a circular chain it is the Bethe approximation of
+the loop (not exact: a loop has no junction tree of crops).
+
+Regions with ``c_R = 0`` are dropped; every other region is one extra model input per step (the
+model on the region's crop, with the prompt of a window that contains it). Model inputs per
+step: ``N + #{R: c_R != 0, R not a window}``. Intersections of two circular windows that fall
+apart into two arcs are refused (windows wider than half the canvas).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from syncsde.strategies import STRATEGIES, Strategy
+from syncsde.views import WindowViews
+
+__all__ = ["Region", "region_graph", "RegionGraph"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """Rectangle rows ``[top, top + h)`` x columns ``[left, left + w)`` (columns mod W when the
+    canvas wraps; ``left`` in ``[0, W)``)."""
+
+    top: int
+    left: int
+    h: int
+    w: int
+
+    def columns(self, W: int, circular: bool) -> frozenset[int]:
+        return frozenset((self.left + k) % W if circular else self.left + k for k in range(self.w))
+
+
+def _arc(cols: frozenset[int], W: int, circular: bool) -> tuple[int, int] | None:
+    """``(left, width)`` of a set of columns that is one interval (one arc when circular)."""
+    if not cols:
+        return None
+    if len(cols) == W:
+        return 0, W
+    starts = [c for c in cols if ((c - 1) % W if circular else c - 1) not in cols]
+    if len(starts) != 1:
+        raise ValueError("two windows intersect in two pieces (circular windows wider than half "
+                         "the canvas); the region graph needs intersections that are crops")
+    return starts[0], len(cols)
+
+
+def _intersect(a: Region, b: Region, W: int, circular: bool) -> Region | None:
+    top, bot = max(a.top, b.top), min(a.top + a.h, b.top + b.h)
+    if bot <= top:
+        return None
+    arc = _arc(a.columns(W, circular) & b.columns(W, circular), W, circular)
+    if arc is None:
+        return None
+    return Region(top, arc[0], bot - top, arc[1])
+
+
+def _contains(big: Region, small: Region, W: int, circular: bool) -> bool:
+    return (big.top <= small.top and small.top + small.h <= big.top + big.h
+            and small.columns(W, circular) <= big.columns(W, circular))
+
+
+def region_graph(views: WindowViews) -> list[tuple[Region, int, int]]:
+    """Regions of the cluster variation method on ``views``: ``(region, c_R, owner)`` for every
+    window and intersection with ``c_R != 0``; ``owner`` is a window containing the region.
+    Windows come first, in view order."""
+    if not isinstance(views, WindowViews):
+        raise ValueError("the region-graph composition needs window views (crops of a canvas); "
+                         f"got {type(views).__name__}")
+    W = views.canvas_shape[2]
+    circ = bool(views.circular)
+    h, w = views.size
+    wins = [Region(int(t), int(l) % W if circ else int(l), h, w) for t, l in views.offsets.tolist()]
+    if len(set(wins)) != len(wins):
+        raise ValueError("the region graph needs distinct windows (two views are the same crop)")
+    regions = set(wins)
+    frontier = list(wins)
+    while frontier:  # closure under intersection
+        new = set()
+        for a in frontier:
+            for b in list(regions):
+                r = _intersect(a, b, W, circ)
+                if r is not None and r not in regions:
+                    new.add(r)
+        regions |= new
+        frontier = list(new)
+    order = sorted(regions, key=lambda r: (-(r.h * r.w), r.top, r.left, r.h, r.w))
+    count: dict[Region, int] = {}
+    for r in order:
+        if r in wins:
+            count[r] = 1
+            continue
+        count[r] = 1 - sum(c for s, c in count.items()
+                           if s != r and (s.h * s.w) > (r.h * r.w) and _contains(s, r, W, circ))
+    out = [(r, 1, i) for i, r in enumerate(wins)]
+    for r in order:
+        if r in wins or count[r] == 0:
+            continue
+        owner = next(i for i, win in enumerate(wins) if _contains(win, r, W, circ))
+        out.append((r, count[r], owner))
+    return out
+
+
+class RegionGraph(Strategy):
+    """``eps(X) = sum_R c_R P_R^T eps(P_R X)`` over the region graph of the windows (module
+    docstring). Canvas init; every view then steps with the crop of the composed canvas eps,
+    so views stay consistent. Extra model inputs per step: the non-window regions with
+    ``c_R != 0``, batched by region size."""
+
+    name = "regiongraph"
+    init = "canvas"
+
+    def prepare(self, run):
+        views = run.views
+        graph = region_graph(views)
+        self.regions = graph
+        groups: dict[tuple[int, int], list[tuple[Region, int, int]]] = {}
+        for r, c, owner in graph[views.num_views:]:
+            groups.setdefault((r.h, r.w), []).append((r, c, owner))
+        self._groups = []
+        for (rh, rw), items in sorted(groups.items()):
+            offs = torch.tensor([(r.top, r.left) for r, _, _ in items], dtype=torch.int64)
+            sub = WindowViews(views.canvas_shape, (rh, rw), offs, views.circular)
+            coef = torch.tensor([float(c) for _, c, _ in items], dtype=run.dtype, device=run.device)
+            self._groups.append((sub, coef, [o for _, _, o in items]))
+
+    @property
+    def extra_inputs_per_step(self) -> int:
+        return sum(len(o) for _, _, o in self._groups)
+
+    def step(self, run, y, eps, info, noise):
+        views = run.views
+        x = views.average(y)
+        eps_canvas = views.adjoint(eps)
+        for sub, coef, owners in self._groups:
+            xs = sub.forward(x)
+            neg = None if run.negative is None else [run.negative[i] for i in owners]
+            es = run.predict_eps(xs, info.t, info.abar_t, [run.cond[i] for i in owners], neg)
+            es = es * coef.reshape((-1,) + (1,) * (es.dim() - 1))
+            eps_canvas += sub.adjoint(es)
+        eps = views.forward(eps_canvas, out=eps)
+        return run.solver.step(y, eps, info, noise, out=y)
+
+
+STRATEGIES["regiongraph"] = RegionGraph
