@@ -262,9 +262,99 @@ def replace_word(caption: str, source: str, target: str) -> str:
     return pat.sub(target, caption, count=1)
 
 
+# ---- diffusers conventions shared by the task functions ------------------------------------
+def _sample_task(den, problem, strat, sched, *, guidance_scale: float, eta: float, seed: Any,
+                 generator: Any, latents: Any, batch: int | None, progress: bool,
+                 max_batch: int | None, callback: Callable | None,
+                 callback_on_step_end: Callable | None, tensor_inputs: Sequence[str] | None,
+                 control: Any = None) -> SampleResult:
+    """``sample`` with diffusers' generator / latents / per-sample prompts / step-end callback
+    (:mod:`syncsde.conventions`)."""
+    from syncsde.conventions import (PerSample, StepCallback, StepControl, apply_plan,
+                                     plan_generator, run_sampler)
+    from syncsde.denoisers.batching import BatchedDenoiser
+
+    init = getattr(strat, "init", None) or problem.init
+    plan = plan_generator(generator, seed, latents, problem, batch, init,
+                          float(getattr(sched, "initial_noise_scale", 1.0)))
+    apply_plan(problem, plan)
+    conds = list(problem.cond) + list(problem.negative or [])
+    wrap = any(isinstance(c, PerSample) for c in conds)
+    model = BatchedDenoiser(den, batch or 1, max_batch) if wrap else den
+    cb = callback
+    if callback_on_step_end is not None:
+        if control is None:
+            control = StepControl(None, len(sched.timesteps), guidance_scale)
+        cb = StepCallback(problem, strat, sched, eta, callback_on_step_end, tensor_inputs, control,
+                          batched=batch is not None, legacy=callback)
+    return run_sampler(
+        lambda: sample(problem, model, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
+                       eta=eta, seed=plan.seed, device=den.device, progress=progress,
+                       max_batch=None if wrap else max_batch, callback=cb, batch=batch),
+        cb if callback_on_step_end is not None else None, problem, strat)
+
+
+def _finish_images(den, latents: torch.Tensor, output_type: str, batched: bool, decode: bool,
+                   decoder: Callable | None = None):
+    """``(images, tensors)`` for ``output_type``; ``latents`` is ``[B, C, h, w]`` when
+    ``batched``, else one ``[C, h, w]``."""
+    from syncsde.conventions import check_output_type, format_images
+
+    check_output_type(output_type)
+    z = latents if batched else latents[None]
+    if output_type == "latent" or not decode or den.vae is None:
+        return format_images(None, z, output_type), None
+    tensors = (decoder or den.decode)(z)
+    return format_images(tensors, z, output_type), tensors
+
+
+def _window_conditions(den, problem, f: int) -> None:
+    """Per-window conditions for models that condition on the crop (SDXL's add_time_ids):
+    each window's condition carries its own offset and size in pixels."""
+    from syncsde.denoisers.batching import map_condition
+
+    hook = getattr(den, "window_condition", None)
+    views = problem.views
+    if hook is None or not hasattr(views, "offsets"):
+        return
+    C, H, W = views.canvas_shape
+    size = (views.size[0] * f, views.size[1] * f)
+    canvas = (H * f, W * f)
+
+    def per_view(conds):
+        out = []
+        for c, (top, left) in zip(conds, views.offsets.tolist()):
+            crop = (int(top) * f, int(left) * f)
+            out.append(map_condition(c, lambda p, crop=crop: hook(p, crop, size, canvas)))
+        return out
+
+    problem.cond = per_view(problem.cond)
+    if problem.negative is not None:
+        problem.negative = per_view(problem.negative)
+    else:  # the unconditional branch carries the same crop (diffusers' negative_add_time_ids)
+        problem.negative = per_view([None] * views.num_views)
+
+
+def _prompts(den, prompt, negative_prompt, num_images_per_prompt, prompt_embeds,
+             negative_prompt_embeds, clip_skip, name="prompt", extra: dict | None = None):
+    from syncsde.conventions import prompt_batch
+
+    enc = getattr(den, "prompts", None)
+    embed_extra = getattr(den, "batch_embeddings", None)
+    fn = None
+    if embed_extra is not None:
+        fn = lambda c, n: embed_extra(c, n, **(extra or {}))  # noqa: E731
+    elif extra and any(v is not None for v in extra.values()):
+        raise ValueError(f"{', '.join(k for k, v in extra.items() if v is not None)} apply to "
+                         f"SDXL-type models only (this is {type(den).__name__})")
+    return prompt_batch(prompt, negative_prompt, num_images_per_prompt, prompt_embeds,
+                        negative_prompt_embeds, clip_skip, enc, name, fn)
+
+
 # ---- wide images --------------------------------------------------------------------------
-def wide_image(model, prompt: str, height: int | None = None, width: int | None = None,
-               negative_prompt: str | None = None, *, window: int | None = None,
+def wide_image(model, prompt: str | list | None = None, height: int | None = None,
+               width: int | None = None, negative_prompt: str | list | None = None, *,
+               window: int | None = None,
                stride: int | None = None, circular: bool = False,
                strategy: str | Strategy = "syncsde", inv_lambda: float = 5.0,
                num_inference_steps: int = 50, guidance_scale: float = 7.5, eta: float = 0.0,
@@ -272,7 +362,13 @@ def wide_image(model, prompt: str, height: int | None = None, width: int | None 
                decode: bool = True, strategy_options: dict | None = None,
                callback: Callable | None = None, init: str = "canvas",
                decode_windows: bool = False, authors_compat: bool = False,
-               scheduler: Any = "pipeline") -> PipelineResult:
+               scheduler: Any = "pipeline", generator: Any = None,
+               num_images_per_prompt: int = 1, output_type: str = "pil", latents: Any = None,
+               callback_on_step_end: Callable | None = None,
+               callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+               prompt_embeds: Any = None, negative_prompt_embeds: Any = None,
+               pooled_prompt_embeds: Any = None, negative_pooled_prompt_embeds: Any = None,
+               clip_skip: int | None = None, _control: Any = None) -> PipelineResult:
     """A wide image from SD windows (authors: SD2-base, 512x2048, CFG 7.5, 50 steps).
 
     ``init="canvas"`` crops every window's initial noise from one canvas-sized map (the authors'
@@ -287,6 +383,14 @@ def wide_image(model, prompt: str, height: int | None = None, width: int | None 
     pass ``height=768``). The initial noise of all windows
     is cropped from one canvas-sized map. With ``syncsde`` each window is pulled to the windows
     before it and later windows go on top; the whole latent is decoded once.
+
+    diffusers' conventions (:mod:`syncsde.conventions`): ``prompt`` may be a list (a batch),
+    ``num_images_per_prompt``, ``generator`` (one or a list; overrides ``seed``), ``latents``,
+    ``output_type`` (pil / np / pt / latent), ``callback_on_step_end`` with
+    ``callback_on_step_end_tensor_inputs``, ``prompt_embeds`` / ``negative_prompt_embeds``
+    (SDXL also ``pooled_prompt_embeds``), ``clip_skip``; ``guidance_scale <= 1`` means no CFG.
+    With a batch, ``latents`` is ``[B, C, h, w]`` and ``images`` has B entries. SDXL windows
+    get their own ``crops_coords_top_left`` (the window offset in pixels).
     """
     from syncsde.tasks import wide_problem
 
@@ -299,44 +403,76 @@ def wide_image(model, prompt: str, height: int | None = None, width: int | None 
     win = den.sample_size if window is None else int(window) // f
     st = max(1, win // 4) if stride is None else int(stride) // f
     C = den.unet.config.in_channels
-    problem = wide_problem((C, h, w), (min(win, h), win), (st, st), cond=prompt,
-                           negative=negative_prompt, circular=circular)
+    pb = _prompts(den, prompt, negative_prompt, num_images_per_prompt, prompt_embeds,
+                  negative_prompt_embeds, clip_skip,
+                  extra=dict(pooled_prompt_embeds=pooled_prompt_embeds,
+                             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds))
+    problem = wide_problem((C, h, w), (min(win, h), win), (st, st), cond=pb.cond(),
+                           negative=pb.negative(), circular=circular)
+    _window_conditions(den, problem, f)
     if init not in ("canvas", "independent"):
         raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
     problem.init = init
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     sched = sampling_schedule(den, num_inference_steps, scheduler)
-    res = sample(problem, den, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
-                 eta=eta, seed=seed, device=den.device, progress=progress, max_batch=max_batch,
-                 callback=callback)
-    latents = res.output
-    images, tensors = ([], None)
-    if decode and den.vae is not None:
-        tensors = decode_circular(den, latents) if circular else den.decode(latents)
-        images = to_pil(tensors)
+    batch = pb.size if pb.batched else None
+    res = _sample_task(den, problem, strat, sched, guidance_scale=guidance_scale, eta=eta,
+                       seed=seed, generator=generator, latents=latents, batch=batch,
+                       progress=progress, max_batch=max_batch, callback=callback,
+                       callback_on_step_end=callback_on_step_end,
+                       tensor_inputs=callback_on_step_end_tensor_inputs, control=_control)
+    latents_out = res.output
+    decoder = (lambda z: decode_circular(den, z)) if circular else None
+    images, tensors = _finish_images(den, latents_out, output_type, batch is not None, decode,
+                                     decoder)
     extras: dict[str, Any] = {}
     if decode_windows:
-        extras["window_images"], extras["window_tensors"] = _decode(den, res.views)
-    settings = dict(task="wide", model=_model_name(den.unet), prompt=prompt,
-                    negative_prompt=negative_prompt, height=height, width=width,
+        wv = res.views.reshape(-1, *res.views.shape[-3:])
+        extras["window_images"], extras["window_tensors"] = _decode(den, wv)
+    settings = dict(task="wide", model=_model_name(den.unet), prompt=_describe(prompt),
+                    negative_prompt=_describe(negative_prompt), height=height, width=width,
                     window=win * f, stride=st * f, circular=circular, strategy=res.strategy,
                     inv_lambda=inv_lambda, num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale, eta=eta, seed=seed, init=init,
-                    scheduler=_scheduler_name(sched),
-                    authors_compat=authors_compat, num_views=problem.views.num_views)
-    return PipelineResult(images, tensors, latents, res, settings, extras)
+                    guidance_scale=guidance_scale, eta=eta, seed=_seed_setting(seed, generator),
+                    init=init, scheduler=_scheduler_name(sched),
+                    authors_compat=authors_compat, num_views=problem.views.num_views,
+                    num_images=pb.size, output_type=output_type, steps_run=res.steps)
+    return PipelineResult(images, tensors, latents_out, res, settings, extras)
+
+
+def _describe(prompt: Any) -> Any:
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    return f"<{type(prompt).__name__}>"
+
+
+def _seed_setting(seed: Any, generator: Any) -> Any:
+    if generator is None:
+        return seed
+    gens = generator if isinstance(generator, (list, tuple)) else [generator]
+    seeds = [int(g.initial_seed()) for g in gens if isinstance(g, torch.Generator)]
+    return seeds[0] if len(seeds) == 1 else seeds
 
 
 # ---- mask-based generation ----------------------------------------------------------------
-def mask_generation(model, mask, background_prompt: str, object_prompt: str,
-                    combined_prompt: str, negative_prompt: str | None = None,
+def mask_generation(model, mask, background_prompt: str | list | None = None,
+                    object_prompt: str | list | None = None,
+                    combined_prompt: str | list | None = None,
+                    negative_prompt: str | list | None = None,
                     height: int | None = None, width: int | None = None, *, strategy: str | Strategy = "syncsde",
                     inv_lambda: float = 5.0, num_inference_steps: int = 50,
                     guidance_scale: float = 7.5, eta: float = 0.0, seed: int = 0,
                     progress: bool = True, decode_all: bool = False,
                     strategy_options: dict | None = None,
                     callback: Callable | None = None,
-                    authors_compat: bool = False, scheduler: Any = "pipeline") -> PipelineResult:
+                    authors_compat: bool = False, scheduler: Any = "pipeline",
+                    generator: Any = None, num_images_per_prompt: int = 1,
+                    output_type: str = "pil", max_batch: int | None = None,
+                    callback_on_step_end: Callable | None = None,
+                    callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+                    clip_skip: int | None = None, _control: Any = None) -> PipelineResult:
     """Mask-based text-to-image (authors: SD2-base, 50 steps, CFG 7.5, inv_lambda 5;
     ``authors_compat`` selects their uncapped pull).
 
@@ -345,7 +481,14 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
     object inside). ``mask`` (PNG path or array, 1 = object) is binarized at 0.5 and
     nearest-resized to the latent. The answer is the combined trajectory; ``decode_all`` also
     decodes the other two (``images[1:]``).
+
+    diffusers' conventions as in :func:`wide_image`: each of the three prompts may be a list
+    (sample j uses entry j of each; a single string is shared), ``num_images_per_prompt``,
+    ``generator``, ``output_type``, ``callback_on_step_end`` (``"latents"`` is the combined
+    trajectory), ``clip_skip``. With a batch and ``decode_all`` the images are ordered
+    combined, background, object per sample block.
     """
+    from syncsde.conventions import zip_batches
     from syncsde.tasks import masked_problem
 
     den = _resolve(model, StableDiffusionDenoiser)
@@ -354,22 +497,50 @@ def mask_generation(model, mask, background_prompt: str, object_prompt: str,
     h, w = _latent_size(den, height, width)
     m = load_mask(mask, (h, w))
     C = den.unet.config.in_channels
-    problem = masked_problem((C, h, w), m, background_prompt, object_prompt, combined_prompt,
-                             negative=negative_prompt)
+    names = ("background_prompt", "object_prompt", "combined_prompt")
+    given = (background_prompt, object_prompt, combined_prompt)
+    sizes = [len(p) for p in given if isinstance(p, (list, tuple))]
+    n_list = max(sizes) if sizes else 1
+    batches = []
+    for name, p in zip(names, given):
+        if isinstance(p, str):  # broadcast to the batch of the list prompts
+            p = [p] * n_list if sizes else p
+        neg = negative_prompt
+        if isinstance(neg, str) and sizes:
+            neg = [neg] * n_list
+        batches.append(_prompts(den, p, neg, num_images_per_prompt, None, None, clip_skip,
+                                name=name))
+    zip_batches(batches, names)
+    pb = batches[2]
+    problem = masked_problem((C, h, w), m, batches[0].cond(), batches[1].cond(), pb.cond(),
+                             negative=pb.negative())
+    _window_conditions(den, problem, den.vae_scale_factor)
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     sched = sampling_schedule(den, num_inference_steps, scheduler)
-    res = sample(problem, den, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
-                 eta=eta, seed=seed, device=den.device, progress=progress, callback=callback)
+    batched = pb.batched or any(isinstance(p, (list, tuple)) for p in given)
+    batch = pb.size if batched else None
+    res = _sample_task(den, problem, strat, sched, guidance_scale=guidance_scale, eta=eta,
+                       seed=seed, generator=generator, latents=None, batch=batch,
+                       progress=progress, max_batch=max_batch, callback=callback,
+                       callback_on_step_end=callback_on_step_end,
+                       tensor_inputs=callback_on_step_end_tensor_inputs, control=_control)
     latents = res.output
-    decode = torch.stack([res.views[2], res.views[0], res.views[1]]) if decode_all else latents
-    images, tensors = _decode(den, decode)
-    settings = dict(task="mask", model=_model_name(den.unet), background_prompt=background_prompt,
-                    object_prompt=object_prompt, combined_prompt=combined_prompt,
-                    negative_prompt=negative_prompt, height=height, width=width,
+    if decode_all:
+        trio = torch.stack([res.views[2], res.views[0], res.views[1]])
+        trio = trio.transpose(0, 1).reshape(-1, *trio.shape[-3:]) if batch is not None else trio
+        images, tensors = _finish_images(den, trio, output_type, True, True)
+    else:
+        images, tensors = _finish_images(den, latents, output_type, batch is not None, True)
+    settings = dict(task="mask", model=_model_name(den.unet),
+                    background_prompt=_describe(background_prompt),
+                    object_prompt=_describe(object_prompt),
+                    combined_prompt=_describe(combined_prompt),
+                    negative_prompt=_describe(negative_prompt), height=height, width=width,
                     strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                    eta=eta, seed=seed, mask_fraction=float(m.mean()),
-                    authors_compat=authors_compat, scheduler=_scheduler_name(sched))
+                    eta=eta, seed=_seed_setting(seed, generator), mask_fraction=float(m.mean()),
+                    authors_compat=authors_compat, scheduler=_scheduler_name(sched),
+                    num_images=pb.size, output_type=output_type, steps_run=res.steps)
     return PipelineResult(images, tensors, latents, res, settings, {"mask": m})
 
 

@@ -112,7 +112,7 @@ class PromptEncoder:
         except StopIteration:  # pragma: no cover
             return torch.device("cpu")
 
-    def _encode_strings(self, texts: list[str], device) -> torch.Tensor:
+    def _encode_strings(self, texts: list[str], device, clip_skip: int | None = None) -> torch.Tensor:
         if self.style == "t5":
             texts = [t.lower().strip() for t in texts]
             tok = self.tokenizer(texts, padding="max_length", max_length=self.max_length,
@@ -123,19 +123,34 @@ class PromptEncoder:
                                  truncation=True, return_tensors="pt")
             use_mask = getattr(self.text_encoder.config, "use_attention_mask", False)
             mask = tok.attention_mask.to(device) if use_mask else None
+        if clip_skip:
+            if self.style != "clip":
+                raise ValueError("clip_skip applies to CLIP text encoders only")
+            # StableDiffusionPipeline.encode_prompt: the hidden state clip_skip layers before the
+            # last, through the final layer norm
+            out = self.text_encoder(tok.input_ids.to(device), attention_mask=mask,
+                                    output_hidden_states=True)
+            hidden = out.hidden_states[-(int(clip_skip) + 1)]
+            return self.text_encoder.text_model.final_layer_norm(hidden)
         out = self.text_encoder(tok.input_ids.to(device), attention_mask=mask)
         return out[0]
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[Any], device=None, dtype=None) -> torch.Tensor:
-        """Embeddings ``[B, L, D]`` for B prompts (strings, None, or embedding tensors)."""
+    def __call__(self, prompts: Sequence[Any], device=None, dtype=None,
+                 clip_skip: int | None = None) -> torch.Tensor:
+        """Embeddings ``[B, L, D]`` for B prompts (strings, None, or embedding tensors).
+        ``clip_skip`` (diffusers' meaning) takes a layer that many before the last."""
+        if clip_skip is not None and (isinstance(clip_skip, bool) or not isinstance(clip_skip, int)
+                                      or clip_skip < 0):
+            raise ValueError(f"clip_skip must be an integer >= 0, got {clip_skip!r}")
         dev = self._encoder_device(device)
+        tag = f"\0clip_skip={clip_skip}\0" if clip_skip else ""
         keys = []
         for p in prompts:
             if p is None:
-                keys.append("")
+                keys.append(tag)
             elif isinstance(p, str):
-                keys.append(p)
+                keys.append(tag + p)
             elif isinstance(p, torch.Tensor):
                 keys.append(None)
             else:
@@ -144,7 +159,7 @@ class PromptEncoder:
         missing = list(dict.fromkeys(k for k in keys if k is not None and k not in self._cache))
         if missing:
             self.misses += len(missing)
-            embs = self._encode_strings(missing, dev)
+            embs = self._encode_strings([k[len(tag):] for k in missing], dev, clip_skip)
             for k, e in zip(missing, embs):
                 self._cache[k] = e.detach()
                 while len(self._cache) > self.cache_size:
