@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from syncsde.tasks.cli_new import add_new_task_commands
 
     add_new_task_commands(sub)  # tileable, panorama360, hybrid, bench-new (exact priors)
+    from syncsde.tasks.cli_regions import add_region_commands
+
+    add_region_commands(sub)  # regions, upscale
     try:
         from syncsde.cli_models import add_model_commands
     except ImportError:  # the model commands are optional (diffusers extras)

@@ -352,11 +352,11 @@ _REGION_KEYS = {"prompt", "box", "mask", "weight"}
 def _field_int(d, key, where, required=False, minimum=1):
     if key not in d or d[key] is None:
         if required:
-            raise ValueError(f"layout: missing field {where}{key!r}")
+            raise ValueError(f"layout: missing field '{where}{key}'")
         return None
     v = d[key]
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"layout field {where}{key!r} must be an integer >= {minimum}, got {v!r}")
+        raise ValueError(f"layout field '{where}{key}' must be an integer >= {minimum}, got {v!r}")
     return v
 
 
@@ -366,7 +366,7 @@ def _field_num(d, key, where, default, lo=0.0, hi=None, strict=False):
             (v <= lo if strict else v < lo) or (hi is not None and v > hi):
         rng = f"> {lo}" if strict else f">= {lo}"
         rng += f" and <= {hi}" if hi is not None else ""
-        raise ValueError(f"layout field {where}{key!r} must be a finite number {rng}, got {v!r}")
+        raise ValueError(f"layout field '{where}{key}' must be a finite number {rng}, got {v!r}")
     return float(v)
 
 
@@ -374,10 +374,10 @@ def _field_str(d, key, where, required=False):
     v = d.get(key)
     if v is None:
         if required:
-            raise ValueError(f"layout: missing field {where}{key!r}")
+            raise ValueError(f"layout: missing field '{where}{key}'")
         return None
     if not isinstance(v, str) or (required and not v.strip()):
-        raise ValueError(f"layout field {where}{key!r} must be a non-empty string, got {v!r}")
+        raise ValueError(f"layout field '{where}{key}' must be a non-empty string, got {v!r}")
     return v
 
 
@@ -407,15 +407,15 @@ def parse_layout(data: Any, base_dir: str | os.PathLike = ".") -> Layout:
         weight = _field_num(r, "weight", where, 1.0, 0.0, strict=True)
         box, mask = r.get("box"), r.get("mask")
         if (box is None) == (mask is None):
-            raise ValueError(f"layout field {where[:-1]} needs exactly one of 'box' or 'mask'")
+            raise ValueError(f"layout field '{where[:-1]}' needs exactly one of 'box' or 'mask'")
         if box is not None:
             if not isinstance(box, list) or len(box) != 4 or \
                     any(isinstance(v, bool) or not isinstance(v, int) for v in box):
-                raise ValueError(f"layout field {where}'box' must be 4 integers [left, top, right, "
+                raise ValueError(f"layout field '{where}box' must be 4 integers [left, top, right, "
                                  f"bottom] in pixels, got {box!r}")
             x0, y0, x1, y1 = box
             if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-                raise ValueError(f"layout field {where}'box' {box} must satisfy 0 <= left < right <= "
+                raise ValueError(f"layout field '{where}box' {box} must satisfy 0 <= left < right <= "
                                  f"{width} and 0 <= top < bottom <= {height}")
             box = (x0, y0, x1, y1)
         else:
@@ -465,7 +465,7 @@ def _latent_masks(layout: Layout, f: int) -> list[torch.Tensor]:
             m[y0:y1, x0:x1] = 1
             m = F.avg_pool2d(m[None, None], f)[0, 0] if f > 1 else m
             if not (m > 0).any():
-                raise ValueError(f"layout field regions[{k}].box is empty")
+                raise ValueError(f"layout field 'regions[{k}].box' is empty")
         else:
             path = Path(r.mask)
             if not path.is_absolute():
@@ -473,7 +473,7 @@ def _latent_masks(layout: Layout, f: int) -> list[torch.Tensor]:
             try:
                 m = load_mask(path, (h, w))
             except ValueError as e:
-                raise ValueError(f"layout field regions[{k}].mask: {e}") from None
+                raise ValueError(f"layout field 'regions[{k}].mask': {e}") from None
         out.append(m)
     return out
 
