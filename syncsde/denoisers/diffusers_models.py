@@ -131,7 +131,8 @@ class PromptEncoder:
             out = self.text_encoder(tok.input_ids.to(device), attention_mask=mask,
                                     output_hidden_states=True)
             hidden = out.hidden_states[-(int(clip_skip) + 1)]
-            return self.text_encoder.text_model.final_layer_norm(hidden)
+            model = getattr(self.text_encoder, "text_model", self.text_encoder)  # transformers 5: flat
+            return model.final_layer_norm(hidden)
         out = self.text_encoder(tok.input_ids.to(device), attention_mask=mask)
         return out[0]
 
