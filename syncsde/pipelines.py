@@ -867,7 +867,11 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
                     noise_level: int = 250, thresholding: bool | None = None, seed: int = 0,
                     progress: bool = True, strategy_options: dict | None = None,
                     callback: Callable | None = None,
-                    authors_compat: bool = False, scheduler: Any = "ddim") -> PipelineResult:
+                    authors_compat: bool = False, scheduler: Any = "ddim",
+                    generator: Any = None, output_type: str = "pil",
+                    callback_on_step_end: Callable | None = None,
+                    callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+                    _control: Any = None) -> PipelineResult:
     """An image that reads as ``prompt_a`` and, seen through ``view``, as ``prompt_b``
     (authors: IF-I-M 64 px, 30 DDIM steps, CFG 10, inv_lambda 5; IF-II-M to 256 px).
 
@@ -885,10 +889,24 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
 
     ``images`` = [image for prompt_a, image for prompt_b, view 1's own image];
     ``extras["stage1"]`` holds the 64 px trajectories.
+
+    diffusers' conventions: ``generator`` (a CPU ``torch.Generator``; overrides ``seed`` and
+    continues into stage II as ``seed`` does), ``output_type`` (pil / np / pt; ``"latent"``
+    returns the final ``[2, 3, S, S]`` samples in [-1, 1]), ``callback_on_step_end`` on stage I
+    (``"latents"`` = the view-2 sample, ``"view_latents"`` = both views). Latent models
+    (SD, SDXL, SD3, FLUX) are refused: rotations and flips of a VAE latent are not the latents
+    of the rotated image, so this task needs a pixel-space model (IF, the scenes model).
     """
+    from syncsde.conventions import check_output_type, format_images
+
+    check_output_type(output_type)
     from syncsde.tasks import ambiguous_problem
     from syncsde.views import PixelMap
 
+    if generator is not None:
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise ValueError("ambiguous_image takes one CPU torch.Generator as generator")
+        seed = generator
     den1 = _resolve(stage1, IFDenoiser)
     S = den1.sample_size
     C = den1.unet.config.in_channels
@@ -909,9 +927,12 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
             strat = DynamicThresholding(strat, *thr)
     # the authors draw stage I's noise and then stage II's from one generator
     gen = _generator(seed)
-    res = sample(problem, den1, strat, schedule=sched1,
-                 guidance_scale=_cfg(guidance_scale), seed=gen, device=den1.device, progress=progress,
-                 callback=callback)
+    problem.output_view = 1  # the answer (and a step callback's "latents"): view 2
+    res = _sample_task(den1, problem, strat, sched1, guidance_scale=guidance_scale, eta=0.0,
+                       seed=gen, generator=None, latents=None, batch=None, progress=progress,
+                       max_batch=None, callback=callback,
+                       callback_on_step_end=callback_on_step_end,
+                       tensor_inputs=callback_on_step_end_tensor_inputs, control=_control)
     views = res.views  # [2, 3, S, S] in [-1, 1]
     extras: dict[str, Any] = {"stage1": views.cpu()}
     final = views
@@ -933,7 +954,8 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
             up = den2.prepare_image(views.float().cpu(), S2, generator=gen)
             sched2, cfg2 = den1.schedule(stage2_steps or num_inference_steps), cfg
         else:
-            gen = _generator(int(seed) + 1)
+            gen = _generator(int(seed.initial_seed() if isinstance(seed, torch.Generator)
+                                 else seed) + 1)
             up = den2.prepare_image(views.float().cpu(), S2, generator=gen)
             x = torch.randn((2, C, S2, S2), generator=gen, dtype=torch.float32).to(den2.device)
             sched2 = den2.schedule(stage2_steps or num_inference_steps)
@@ -955,9 +977,11 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
                     strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     stage2=stage2 is not None, noise_level=noise_level,
-                    thresholding=thr is not None, seed=seed, authors_compat=authors_compat,
-                    scheduler=_scheduler_name(sched1))
-    return PipelineResult(to_pil(tensors), tensors, final.cpu(), res, settings, extras)
+                    thresholding=thr is not None, seed=_seed_setting(seed, generator),
+                    authors_compat=authors_compat, scheduler=_scheduler_name(sched1),
+                    output_type=output_type, steps_run=res.steps)
+    images = format_images(tensors, final.cpu(), output_type)
+    return PipelineResult(images, tensors, final.cpu(), res, settings, extras)
 
 
 # ---- ControlNet ---------------------------------------------------------------------------

@@ -248,3 +248,20 @@ def test_mask_generation_lists_free_trajectory_is_the_plain_pipeline(sd):
     with pytest.raises(ValueError, match="batch"):
         P.mask_generation(sd, m, bg, ["a", "b", "c"], "a village", num_inference_steps=1,
                           progress=False)
+
+
+def test_ambiguous_generator_output_type_and_stop():
+    stage1, _ = tm.if_pipelines()
+    kw = dict(num_inference_steps=3, progress=False, strategy="syncsde")
+    by_seed = P.ambiguous_image(stage1, "a cat", "a dog", **kw, seed=3, output_type="pt")
+    by_gen = P.ambiguous_image(stage1, "a cat", "a dog", **kw,
+                               generator=torch.Generator().manual_seed(3), output_type="pt")
+    assert isinstance(by_gen.images, torch.Tensor) and by_gen.images.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(by_gen.images, by_seed.images, atol=0, rtol=0)
+    seen = []
+    stopped = P.ambiguous_image(stage1, "a cat", "a dog", **kw, seed=3, output_type="latent",
+                                callback_on_step_end=_stop_at(0, seen))
+    assert seen == [0] and stopped.settings["steps_run"] == 1
+    assert float((stopped.images - by_seed.latents).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="output_type"):
+        P.ambiguous_image(stage1, "a cat", "a dog", **kw, output_type="webp")
