@@ -10,6 +10,14 @@ over that across interior columns; 1 is ideal) is reported for the window tasks.
 
     python benchmarks/exact.py --quick                 # < 3 minutes on 2 cores
     python benchmarks/exact.py --json out/exact.json   # the full table (docs/benchmarks.md)
+
+Exact output laws (issue 13; docs/benchmarks.md "Exact output laws"): on a Gaussian prior every
+strategy is an affine map of the initial noise, so its output law is computed exactly
+(``syncsde.exact_laws``) instead of fitted on samples:
+
+    python benchmarks/exact.py --exact-laws --steps 50 --json docs/exact_laws_tasks.json
+    python benchmarks/exact.py --families all --steps 50 --json docs/exact_families.json
+    python benchmarks/exact.py --scheduler ddim,ddpm,euler,euler_a,dpmpp_2m --json docs/exact_schedulers.json
 """
 from __future__ import annotations
 
@@ -20,7 +28,10 @@ from pathlib import Path
 import syncsde  # noqa: F401  (before torch: sets the OpenMP wait policy)
 import torch
 
-from syncsde.benchmark import STRATEGIES, TASKS, print_table, run_task
+from syncsde.benchmark import (SOLVERS, STRATEGIES, TASKS, print_table, run_solver_table, run_task,
+                               solver_table)
+from syncsde.benchmark_families import (FAMILIES, build_cases, family_summary, gaussian_table,
+                                        mixture_table, run_case)
 from syncsde.sampler import SamplingSchedule
 from syncsde.schedules import ConstantInvLambda
 from syncsde.atomic import atomic_write_json
@@ -42,7 +53,20 @@ def main(argv=None) -> dict:
     ap.add_argument("--plot", default=None, help="write a bar chart (PNG) here")
     ap.add_argument("--sweep", action="store_true",
                     help="instead: SyncSDE over 1/lambda schedules (docs/benchmarks.md sweep)")
+    ap.add_argument("--exact-laws", action="store_true",
+                    help="instead: exact output laws of the affine strategies on these tasks, "
+                         "beside the sampled Frechet distance")
+    ap.add_argument("--families", default=None,
+                    help="instead: the issue-13 families (comma list of "
+                         f"{','.join(FAMILIES)}, or 'all') on exact laws / samples")
+    ap.add_argument("--scheduler", default=None,
+                    help=f"instead: one row per solver ({','.join(SOLVERS)}) and step count "
+                         "(--steps-list) for these tasks, the strategy of --solver-strategy and the oracle")
+    ap.add_argument("--steps-list", default="10,20,50", help="step counts of --scheduler")
+    ap.add_argument("--solver-strategy", default="syncsde", help="strategy label of --scheduler")
     args = ap.parse_args(argv)
+    if args.families or args.scheduler or args.exact_laws:
+        return exact_modes(args)
     n = args.samples or (4000 if args.quick else 20000)
     steps = args.steps or (20 if args.quick else 50)
     schedule = SamplingSchedule.preset("sd", steps)
@@ -69,6 +93,102 @@ def main(argv=None) -> dict:
         plot_results(results, args.plot, f"exact-score benchmark ({n} samples, {steps} steps; "
                                          "lower is better)")
     return results
+
+
+def _tasks(arg: str) -> list[str]:
+    names = [t for t in arg.split(",") if t]
+    bad = [t for t in names if t not in TASKS]
+    if bad:
+        raise SystemExit(f"unknown task(s) {bad}; expected some of {list(TASKS)}")
+    return names
+
+
+def exact_modes(args) -> dict:
+    """--exact-laws, --families, --scheduler (module docstring)."""
+    from syncsde.exact_laws import gaussian_w2, push_forward_law
+    from syncsde.metrics import frechet_to_law
+    from syncsde.sampler import sample
+
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    steps = args.steps or 50
+    n = args.samples or 4000
+    if args.scheduler:
+        solvers = [s for s in args.scheduler.split(",") if s]
+        bad = [s for s in solvers if s not in SOLVERS]
+        if bad:
+            raise SystemExit(f"unknown solver(s) {bad}; expected some of {list(SOLVERS)}")
+        if args.solver_strategy not in STRATEGIES:
+            raise SystemExit(f"--solver-strategy must be one of {list(STRATEGIES)}")
+        steps_list = [int(v) for v in args.steps_list.split(",") if v]
+        res = run_solver_table(_tasks(args.tasks), solvers, steps_list, args.solver_strategy, n,
+                               args.seed, log)
+        print(f"\n{args.solver_strategy} W2 / oracle W2 per solver (exact laws; * = {n} samples); "
+              f"{time.perf_counter() - t0:.0f}s\n")
+        print(solver_table(res))
+    elif args.families:
+        names = list(FAMILIES) if args.families == "all" else [f for f in args.families.split(",") if f]
+        bad = [f for f in names if f not in FAMILIES]
+        if bad:
+            raise SystemExit(f"unknown families {bad}; expected some of {list(FAMILIES)} or 'all'")
+        schedule = SamplingSchedule.preset("sd", steps)
+        res = {}
+        for case in build_cases(names, schedule.abar):
+            res[case.name] = {"family": case.family, "note": case.note,
+                              "strategies": run_case(case, schedule, samples=n, seed=args.seed, log=log)}
+        print(f"\nexact laws, {steps} DDIM steps (mixtures: {n} samples); "
+              f"{time.perf_counter() - t0:.0f}s\n")
+        print(family_summary(res) + "\n")
+        print(gaussian_table(res) + "\n")
+        print(mixture_table(res))
+    else:
+        schedule = SamplingSchedule.preset("sd", steps)
+        res = {}
+        for tname in _tasks(args.tasks):
+            task = TASKS[tname](schedule)
+            row = {}
+            items = list(STRATEGIES.items()) + [("oracle", ("independent", {}))]
+            for label, (name, opts) in items:
+                if label == "syncsde_tuned":
+                    opts = dict(opts, **task.syncsde_options)
+                if name == "collage" and not task.seams:
+                    continue
+                prob, den = task.problem, task.denoiser
+                if label == "oracle":
+                    from syncsde.benchmark import _oracle_problem
+                    from syncsde.priors import PriorDenoiser
+
+                    prob = _oracle_problem(tuple(task.target.event_shape))
+                    den = PriorDenoiser({"target": task.target}, schedule.abar)
+                try:
+                    law = push_forward_law(prob, den, name, schedule, guidance_scale=task.guidance, **opts)
+                    ex = gaussian_w2(law, task.target)
+                except ValueError:
+                    ex = None  # not affine: mixture prompts (mask), gradient guidance
+                r = sample(prob, den, name, schedule, seed=args.seed, batch=n,
+                           guidance_scale=task.guidance, progress=False, **opts)
+                o = r.output if r.output.dim() > len(task.target.event_shape) else r.output[None]
+                sampled = frechet_to_law(o.reshape(len(o), -1).double(), task.target.mean_vector,
+                                         task.target.covariance)
+                row[label] = {"exact": ex, "sampled": sampled}
+                log(f"  {tname:10s} {label:16s} exact W2={'n/a' if ex is None else f'{ex:.3f}'}"
+                    f" sampled ({n}) W2={sampled:.3f}")
+            res[tname] = row
+        print(f"\nexact W2 (sampled, {n} samples), {steps} steps; "
+              f"{time.perf_counter() - t0:.0f}s\n")
+        labels = list(next(iter(res.values())))
+        print("| strategy | " + " | ".join(res) + " |\n|---|" + "---|" * len(res))
+        for lab in labels:
+            cells = []
+            for t in res:
+                r = res[t].get(lab)
+                cells.append("-" if r is None else
+                             ("n/a" if r["exact"] is None else f"{r['exact']:.3f}") + f" ({r['sampled']:.3f})")
+            print(f"| {lab} | " + " | ".join(cells) + " |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.json, res)
+    return res
 
 
 if __name__ == "__main__":

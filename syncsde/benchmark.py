@@ -222,3 +222,92 @@ def plot_results(results: dict, path, title: str) -> None:
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
+
+
+# ---- solvers (issue 9): every task with a diffusers scheduler driving the steps -------------------
+#: name -> diffusers scheduler class; SD's training betas, "leading" spacing with offset 1 (the
+#: SD config: integer timesteps, which the exact priors need)
+SOLVERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "euler": "EulerDiscreteScheduler",
+           "euler_a": "EulerAncestralDiscreteScheduler", "dpmpp_2m": "DPMSolverMultistepScheduler"}
+DETERMINISTIC_SOLVERS = ("ddim", "euler", "dpmpp_2m")
+
+
+def make_solver(name: str, steps: int):
+    """A :class:`~syncsde.solvers.DiffusersSolver` for ``name`` in :data:`SOLVERS` at ``steps``."""
+    import diffusers
+
+    from syncsde.solvers import DiffusersSolver
+
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; expected one of {list(SOLVERS)}")
+    kw = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+              beta_end=0.012, timestep_spacing="leading", steps_offset=1)
+    if name == "ddim":
+        kw.update(set_alpha_to_one=False, clip_sample=False)
+    if name == "ddpm":
+        kw.update(clip_sample=False)
+    return DiffusersSolver(getattr(diffusers, SOLVERS[name])(**kw), int(steps))
+
+
+def run_solver_table(tasks, solvers, steps_list, strategy, n: int, seed: int, log) -> dict:
+    """``{task: {f"{solver} {steps}": {"strategy": w2, "oracle": w2, "exact": bool}}}``: the task's
+    ``strategy`` (a label of :data:`STRATEGIES`) and the oracle, both stepped by the solver.
+    Deterministic solvers on Gaussian tasks are scored on exact output laws; the rest (DDPM,
+    Euler-ancestral, the mixture-prompt mask task) on ``n`` samples."""
+    from syncsde.exact_laws import gaussian_w2, push_forward_law
+
+    out: dict = {}
+    for tname in tasks:
+        for steps in steps_list:
+            base = _sd_schedule(steps)
+            task = TASKS[tname](base)
+            for sname in solvers:
+                solver = make_solver(sname, steps)
+                row = {}
+                label, (name, opts) = strategy, STRATEGIES[strategy]
+                if label == "syncsde_tuned":
+                    opts = dict(opts, **task.syncsde_options)
+                shape = tuple(task.target.event_shape)
+                oracle_den = PriorDenoiser({"target": task.target}, base.abar)
+                for key, prob, den, nm, op in (("strategy", task.problem, task.denoiser, name, opts),
+                                               ("oracle", _oracle_problem(shape), oracle_den,
+                                                "independent", {})):
+                    exact = sname in DETERMINISTIC_SOLVERS
+                    try:
+                        if exact:
+                            row[key] = gaussian_w2(push_forward_law(prob, den, nm, solver,
+                                                                    guidance_scale=task.guidance, **op),
+                                                   task.target)
+                    except ValueError:
+                        exact = False  # not affine (mixture prompts): sample
+                    if not exact:
+                        r = sample(prob, den, nm, solver, seed=seed, batch=n, guidance_scale=task.guidance,
+                                   dtype=torch.float64, progress=False, **op)
+                        o = r.output if r.output.dim() > len(shape) else r.output[None]
+                        row[key] = frechet_to_law(o.reshape(len(o), -1), task.target.mean_vector,
+                                                  task.target.covariance)
+                    row[f"{key}_exact"] = exact
+                out.setdefault(tname, {})[f"{sname} {steps}"] = row
+                log(f"  {tname:10s} {sname:9s} {steps:3d} steps  {strategy} W2={row['strategy']:.3f}"
+                    f" oracle W2={row['oracle']:.3f}" + ("" if row["strategy_exact"] else " (sampled)"))
+    return out
+
+
+def _sd_schedule(steps: int):
+    from syncsde.sampler import SamplingSchedule
+
+    return SamplingSchedule.preset("sd", steps)
+
+
+def solver_table(results: dict) -> str:
+    tasks = list(results)
+    keys = list(next(iter(results.values())))
+    lines = ["| solver, steps | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for k in keys:
+        cells = []
+        for t in tasks:
+            r = results[t][k]
+            star = "" if r["strategy_exact"] else "*"
+            cells.append(f"{r['strategy']:.3f}{star} / {r['oracle']:.3f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

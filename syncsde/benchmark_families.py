@@ -219,7 +219,7 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
             if case.gaussian:
                 law = push_forward_law(problem, counter, name, schedule, **opts)
                 r = {"w2": gaussian_w2(law, case.target), "kl": gaussian_kl(law, case.target)}
-                batch = law.noise_dim + 2
+                batch = law.batch
             else:
                 out = sample(problem, counter, name, schedule, seed=seed, batch=samples,
                              dtype=torch.float64, progress=False, **opts).output
@@ -238,3 +238,83 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
         log(f"  {case.name:36s} {label:16s} " + " ".join(
             f"{k}={v:.4g}" for k, v in r.items() if k != "seconds") + f" ({r['seconds']:.1f}s)")
     return res
+
+
+# ---- tables ----------------------------------------------------------------------------------
+TABLE_STRATEGIES = ("independent", "multidiffusion", "syncsde", "syncsde lin 2", "collage", "regiongraph")
+
+
+def _views_per_step(res: dict) -> float:
+    return res.get("independent", res.get("multidiffusion", {})).get("inputs_per_step", float("nan"))
+
+
+def best_of(res: dict, key: str = "w2") -> tuple[str, float]:
+    cands = [(r[key], lab) for lab, r in res.items() if lab not in ("oracle", "target") and key in r]
+    v, lab = min(cands)
+    return lab, v
+
+
+def gaussian_table(results: dict, labels=TABLE_STRATEGIES) -> str:
+    """Markdown: per case, the oracle's exact W2 and each strategy's W2 / oracle (model inputs
+    per step in brackets, relative to the N views)."""
+    seen = {lab for e in results.values() for lab in e["strategies"]}
+    cols = list(labels) + sorted(seen - set(labels) - {"oracle", "target", "noise_average",
+                                                       "synctweedies"})
+    lines = ["| family | case | oracle W2 | " + " | ".join(cols) + " | best / oracle |",
+             "|---|---|---|" + "---|" * len(cols) + "---|"]
+    for name, entry in results.items():
+        res = entry["strategies"]
+        if "w2" not in res.get("oracle", {}):
+            continue
+        o = res["oracle"]["w2"]
+        n = _views_per_step(res)
+        cells = []
+        for lab in cols:
+            r = res.get(lab)
+            cells.append("-" if r is None else f"{r['w2'] / o:.2f} ({r['inputs_per_step'] / n:.1f}x)")
+        blab, bv = best_of(res)
+        lines.append(f"| {entry['family']} | {name} | {o:.3f} | " + " | ".join(cells)
+                     + f" | **{bv / o:.2f}** ({blab}) |")
+    return "\n".join(lines)
+
+
+def mixture_table(results: dict, labels=TABLE_STRATEGIES) -> str:
+    lines = ["| case | strategy | energy distance | Frechet (moment fit) | mode agreement first/last window | inputs / step |",
+             "|---|---|---|---|---|---|"]
+    for name, entry in results.items():
+        res = entry["strategies"]
+        if "energy" not in res.get("oracle", {}):
+            continue
+        for lab in ("target",) + tuple(labels) + ("oracle",):
+            r = res.get(lab)
+            if r is None:
+                continue
+            e = f"{r['energy']:.4f}"
+            w = f"{r['w2_fit']:.3f}" if "w2_fit" in r else "-"
+            c = f"{r['inputs_per_step']:.0f}" if "inputs_per_step" in r else "-"
+            lines.append(f"| {name} | {lab}{' (exact samples vs exact samples)' if lab == 'target' else ''} "
+                         f"| {e} | {w} | {r['mode_corr']:.3f} | {c} |")
+    return "\n".join(lines)
+
+
+def family_summary(results: dict) -> str:
+    """Per family: the worst case of (best strategy / oracle), and which strategy."""
+    fam: dict[str, list] = {}
+    for name, entry in results.items():
+        res = entry["strategies"]
+        o = res.get("oracle", {})
+        if "w2" in o:
+            lab, v = best_of(res)
+            fam.setdefault(entry["family"], []).append((v / o["w2"], lab, name,
+                                                        res[lab]["inputs_per_step"] / _views_per_step(res)))
+        elif "energy" in o:
+            lab, v = best_of(res, "energy")
+            floor = max(o["energy"], res.get("target", {}).get("energy", 0.0), 1e-12)
+            fam.setdefault(entry["family"], []).append((v / floor, lab, name + " (energy)",
+                                                        res[lab]["inputs_per_step"] / _views_per_step(res)))
+    lines = ["| family | cases | best / oracle, range over cases | strategy at the worst case | its model inputs per step (x N views) |",
+             "|---|---|---|---|---|"]
+    for f, rows in fam.items():
+        lo, hi = min(r[0] for r in rows), max(rows)
+        lines.append(f"| {f} | {len(rows)} | {lo:.2f} - {hi[0]:.2f} | {hi[1]} ({hi[2]}) | {hi[3]:.1f} |")
+    return "\n".join(lines)
