@@ -14,3 +14,11 @@ from syncsde.ops import get_num_threads, set_num_threads  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["ops", "set_num_threads", "get_num_threads", "__version__"]
+
+
+def __getattr__(name):  # SyncPipeline without importing diffusers at package import
+    if name in ("SyncPipeline", "SyncPipelineOutput"):
+        from syncsde import sync_pipeline
+
+        return getattr(sync_pipeline, name)
+    raise AttributeError(f"module 'syncsde' has no attribute {name!r}")

@@ -265,3 +265,43 @@ def test_ambiguous_generator_output_type_and_stop():
     assert float((stopped.images - by_seed.latents).abs().max()) > 1e-3
     with pytest.raises(ValueError, match="output_type"):
         P.ambiguous_image(stage1, "a cat", "a dog", **kw, output_type="webp")
+
+
+def test_sync_pipeline_wraps_without_mutating(sd):
+    import syncsde
+    from syncsde.sync_pipeline import SyncPipeline
+
+    before = dict(vars(sd))
+    sync = syncsde.SyncPipeline.from_pipe(sd)
+    assert isinstance(sync, SyncPipeline)
+    out = sync(PROMPTS, task="wide", strategy="independent", height=32, width=32, window=32,
+               num_inference_steps=STEPS, progress=False, output_type="latent",
+               generator=torch.Generator().manual_seed(3), num_images_per_prompt=2)
+    assert set(vars(sd)) == set(before) and all(vars(sd)[k] is v for k, v in before.items())
+    ref = _theirs(sd, PROMPTS, output_type="latent", num_images_per_prompt=2,
+                  generator=torch.Generator().manual_seed(3))
+    _close(out.images, ref)
+    _close(out[0], ref)
+    tup = sync(PROMPTS, task="wide", strategy="independent", height=32, width=32, window=32,
+               num_inference_steps=STEPS, progress=False, output_type="latent",
+               generator=torch.Generator().manual_seed(3), return_dict=False)
+    assert isinstance(tup, tuple) and tup[0].shape == (2, 4, 16, 16)
+    # the callback gets the SyncPipeline and stops it as a diffusers pipeline
+    seen_ours, seen_ref = [], []
+    stopped = sync(PROMPTS, task="wide", strategy="independent", height=32, width=32, window=32,
+                   num_inference_steps=STEPS, progress=False, output_type="latent",
+                   generator=torch.Generator().manual_seed(3),
+                   callback_on_step_end=_stop_at(2, seen_ours))
+    ref = _theirs(sd, PROMPTS, output_type="latent", generator=torch.Generator().manual_seed(3),
+                  callback_on_step_end=_stop_at(2, seen_ref))
+    assert seen_ours == seen_ref == [0, 1, 2]
+    _close(stopped.images, ref)
+    m = torch.zeros(16, 16)
+    m[:, 8:] = 1
+    res = sync(("a photo of the beach", "a big boat", "the beach with a big boat"), task="mask",
+               mask=m, num_inference_steps=2, progress=False, output_type="np")
+    assert res.images.shape == (1, 32, 32, 3)
+    with pytest.raises(ValueError, match="task"):
+        sync("a cat", task="video")
+    with pytest.raises(ValueError, match="mask="):
+        sync("a cat", task="mask")
