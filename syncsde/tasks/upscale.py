@@ -18,6 +18,7 @@ One window and scale 1 is plain img2img (tested against a diffusers DDIM loop).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -25,11 +26,26 @@ import torch.nn.functional as F
 
 from syncsde import ops
 from syncsde.sampler import SamplingSchedule, inversion_steps
-from syncsde.strategies import Strategy
+from syncsde.strategies import StepInfo, Strategy
 from syncsde.views import ViewSet
 
-__all__ = ["img2img_schedule", "window_inversion", "KeepOutside", "upscale_image",
+__all__ = ["PartialSchedule", "img2img_schedule", "window_inversion", "KeepOutside", "upscale_image",
            "upscaled_size"]
+
+
+@dataclass
+class PartialSchedule(SamplingSchedule):
+    """The last steps of a schedule: each step keeps its place in the full schedule (its
+    ``t -> s`` pair uses the full schedule's spacing, not ``T / len(timesteps)``)."""
+
+    full_timesteps: list[int] = field(default_factory=list)
+
+    def steps(self, eta: float = 0.0) -> list[StepInfo]:
+        full = SamplingSchedule(self.abar, list(self.full_timesteps), self.final_abar,
+                                self.num_train_timesteps).steps(eta)
+        tail = full[len(full) - len(self.timesteps):]
+        return [StepInfo(k, i.t, i.s, i.abar_t, i.abar_s, i.eta, list(self.timesteps))
+                for k, i in enumerate(tail)]
 
 
 def img2img_schedule(schedule: SamplingSchedule, strength: float) -> SamplingSchedule:
@@ -42,8 +58,8 @@ def img2img_schedule(schedule: SamplingSchedule, strength: float) -> SamplingSch
     if k < 1:
         raise ValueError(f"strength {strength} leaves no step of {n} (use more steps or a "
                          "larger strength)")
-    return SamplingSchedule(schedule.abar, list(schedule.timesteps[n - k:]), schedule.final_abar,
-                            schedule.num_train_timesteps)
+    return PartialSchedule(schedule.abar, list(schedule.timesteps[n - k:]), schedule.final_abar,
+                           schedule.num_train_timesteps, list(schedule.timesteps))
 
 
 @torch.no_grad()
