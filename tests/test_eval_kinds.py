@@ -213,3 +213,110 @@ def test_mask_file_is_relative_to_the_config(tmp_path):
         'mask = "m.png"\n')
     t = load_config(tmp_path / "c.toml").tasks[0]
     assert t["mask"] == [str(tmp_path / "m.png")] and t["ref_prompts"] == ["c"]
+
+
+EDIT = """
+seed = 5
+num_inference_steps = 3
+samples_per_prompt = 2
+kid_subsets = 5
+threads = 1
+
+[strategies.syncsde]
+name = "syncsde"
+
+[[tasks]]
+name = "edit"
+kind = "edit"
+prompts = [{{ source = "a day over the sea with a boat", source_word = "boat", target_word = "balloon" }}]
+height = 32
+sources = {sources}
+"""
+
+
+def test_edit_kind_scores_lpips_and_bg_lpips_against_its_sources(tmp_path):
+    """Generator sources with a placed boat: the stored source is the seeded scene, its mask
+    lies in the boat's bounding box, and LPIPS / BG-LPIPS / CLIP-S (target prompt) are
+    recomputed here from the files on disk."""
+    from syncsde.eval.config import sample_seed
+    from syncsde.metrics.clip_score import ScenesPromptEmbedder, clip_score
+    from syncsde.metrics.features import ScenesFeatureNet
+    from syncsde.metrics.perceptual import lpips
+    from syncsde.scenes.generator import render
+    from syncsde.scenes.vocab import parse_prompt
+
+    cfg = tmp_path / "edit.toml"
+    cfg.write_text(EDIT.format(sources='{ source = "generator", place = ["boat", 0.5, 0.8, 0.3] }'))
+    out = tmp_path / "out"
+    res = run_eval(str(cfg), str(out), progress=False)
+    entries = [json.loads(ln) for ln in (out / MANIFEST).read_text().splitlines()]
+    assert {e["strategy"] for e in entries} == {"syncsde"}      # no reference set
+    src, masks, edits = [], [], []
+    prompt = "a day over the sea with a boat | boat | balloon"
+    for e in entries:
+        rng = np.random.default_rng(sample_seed(5, "edit", prompt, "source", e["index"]))
+        spec = parse_prompt("a day over the sea with a boat").sample_spec(rng)
+        scene = render(spec, 32, 32, rng, place=[("boat", 16.0, 25.6, 9.6)])
+        src.append(torch.from_numpy(scene.image).permute(2, 0, 1))
+        boat = [o for o in scene.objects if o.kind == "boat" and o.x == 16.0 and o.y == 25.6]
+        assert len(boat) == 1
+        m = torch.from_numpy(boat[0].mask.astype(np.float32))
+        rows, cols = np.nonzero(m.numpy())
+        assert m.sum() > 10 and cols.min() >= 16 - 4.8 - 1 and cols.max() <= 16 + 4.8
+        assert rows.max() <= 25.6 and rows.min() >= 25.6 - 1.05 * 9.6 - 1
+        masks.append(m)
+        edits.append(_load(out, e))
+    net = ScenesFeatureNet()
+    S, E = torch.stack(src), torch.stack(edits)
+    row = res["edit"][0]
+    assert row["LPIPS to source"] == pytest.approx(float(lpips(S, E, net).mean()), rel=1e-5)
+    bg = [float(lpips(S[i:i + 1], E[i:i + 1], net, weight=1 - masks[i])) for i in range(len(src))]
+    assert row["BG-LPIPS"] == pytest.approx(float(np.mean(bg)), rel=1e-5)
+    emb = ScenesPromptEmbedder(net)
+    cos = clip_score(emb.embed_images(E), emb.embed_texts(["a day over the sea with a balloon"] * 2))
+    assert row["CLIP-S (cos)"] == pytest.approx(float(cos.mean()), rel=1e-5)
+
+
+def test_edit_folder_sources_are_fingerprinted(tmp_path):
+    from PIL import Image
+
+    imgs, masks = tmp_path / "imgs", tmp_path / "masks"
+    imgs.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(imgs / name)
+        Image.fromarray(np.full((48, 48), 255, np.uint8)).save(masks / name)
+    cfg = tmp_path / "e.toml"
+    cfg.write_text(EDIT.format(sources='{ folder = "imgs", masks = "masks" }')
+                   .replace("samples_per_prompt = 2\n", ""))
+    c1 = load_config(cfg)
+    assert c1.tasks[0]["samples_per_prompt"] == 2 and c1.tasks[0]["sources"]["has_masks"]
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(imgs / "b.png")
+    c2 = load_config(cfg)
+    assert c1.config_hash != c2.config_hash
+    assert {i.item_hash for i in c1.items()} != {i.item_hash for i in c2.items()}
+    (masks / "b.png").unlink()
+    with pytest.raises(EvalConfigError, match=r"tasks\[0\]\.sources\.masks"):
+        load_config(cfg)
+
+
+@pytest.mark.parametrize("task, key", [
+    ({"kind": "edit", "prompts": ["a day with a boat | house | tree"]}, "tasks[0].prompts[0]"),
+    ({"kind": "edit", "prompts": ["a day with a boat | boat | tree"], "metrics": ["bg_lpips"]},
+     "tasks[0].metrics"),
+    ({"kind": "edit", "prompts": ["a day with a boat | boat | tree"], "metrics": ["kid"]},
+     "tasks[0].metrics"),
+    ({"kind": "edit", "prompts": ["a day with a boat | boat | tree"],
+      "reference": {"source": "model"}}, "tasks[0].reference"),
+    ({"kind": "edit", "prompts": ["a day with a boat | boat | tree"], "tau": 1.5}, "tasks[0].tau"),
+    ({"kind": "edit", "prompts": ["a day with a boat | boat | tree"],
+      "sources": {"source": "generator", "place": ["tree", 0.5, 0.5, 0.2]}}, "tasks[0].sources.place"),
+    ({"kind": "edit", "prompts": ["a day with a boat | boat | tree"],
+      "sources": {"folder": "/nonexistent/folder"}}, "tasks[0].sources.folder"),
+    ({"kind": "wide", "prompts": ["a day"], "sources": {"source": "generator"}}, "tasks[0].sources"),
+    ({"kind": "wide", "prompts": ["a day"], "tau": 0.3}, "tasks[0].tau"),
+])
+def test_edit_config_errors_name_the_key(task, key):
+    with pytest.raises(EvalConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict(dict(BASE, tasks=[task]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,19 +27,22 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
 __all__ = ["EvalConfigError", "Item", "EvalConfig", "load_config", "TASK_KINDS", "METRICS",
            "REFERENCE", "sample_seed", "KIND_METRICS", "reference_prompts", "mask_image"]
 
-TASK_KINDS = ("wide", "mask", "ambiguous")
-METRICS = ("kid", "fid", "clip", "intra_lpips", "intra_style", "hsv", "seam_jump")
+TASK_KINDS = ("wide", "mask", "ambiguous", "edit")
+METRICS = ("kid", "fid", "clip", "intra_lpips", "intra_style", "hsv", "seam_jump", "lpips",
+           "bg_lpips")
 # what a task kind can be scored with: coherence metrics need a wide canvas of crops
-KIND_METRICS = {"wide": METRICS, "mask": ("kid", "fid", "clip"), "ambiguous": ("kid", "fid", "clip")}
+KIND_METRICS = {"wide": METRICS[:7], "mask": ("kid", "fid", "clip"),
+                "ambiguous": ("kid", "fid", "clip"), "edit": ("clip", "lpips", "bg_lpips")}
 # the parts of one prompt entry of each kind (a string for wide, a table or a list otherwise)
 PROMPT_PARTS = {"wide": ("prompt",), "mask": ("background", "object", "combined"),
-                "ambiguous": ("a", "b")}
+                "ambiguous": ("a", "b"), "edit": ("source", "source_word", "target_word")}
 REFERENCE = "reference"  # the strategy name of reference-set items
 _TOP_KEYS = {"name", "model", "seed", "num_inference_steps", "guidance_scale", "samples_per_prompt",
              "feature_net", "lpips_net", "style_net", "lpips_heads", "kid_subsets", "kid_subset_size", "strategies", "tasks", "threads"}
 _TASK_KEYS = {"name", "kind", "prompts", "prompt_file", "strategies", "samples_per_prompt",
               "height", "width", "window", "stride", "reference", "metrics",
-              "num_inference_steps", "guidance_scale", "fid_scope", "mask", "view"}
+              "num_inference_steps", "guidance_scale", "fid_scope", "mask", "view", "sources",
+              "tau"}
 _REF_KEYS = {"source", "per_prompt", "folder", "height", "width"}
 
 
@@ -148,7 +152,7 @@ def model_fingerprint(name: str) -> str | None:
 def _task_settings(t: dict, label: str) -> dict:
     keys = ("kind", "height", "width", "window", "stride", "num_inference_steps", "guidance_scale")
     s = {k: t[k] for k in keys}
-    for k in ("mask", "view"):   # only the kinds that have them (older configs hash the same)
+    for k in ("mask", "view", "sources", "tau"):   # only the kinds that have them (older configs hash the same)
         if t.get(k) is not None:
             s[k] = t[k]
     if label == REFERENCE:
@@ -211,7 +215,8 @@ def _prompt_parts(kind: str, entries: list, where: str) -> list[tuple[str, ...]]
 def reference_prompts(kind: str, parts: list[tuple[str, ...]]) -> list[str]:
     """The prompts reference images are drawn for: the wide prompt, the mask task's combined
     prompt, both readings of an ambiguous pair (each once, in order of appearance)."""
-    pick = {"wide": lambda q: [q[0]], "mask": lambda q: [q[2]], "ambiguous": lambda q: list(q)}[kind]
+    pick = {"wide": lambda q: [q[0]], "mask": lambda q: [q[2]], "ambiguous": lambda q: list(q),
+            "edit": lambda q: []}[kind]   # an edit is scored against its own source
     return list(dict.fromkeys(p for q in parts for p in pick(q)))
 
 
@@ -250,6 +255,67 @@ def _mask_spec(t: dict, kind: str, n_prompts: int, base: Path, where: str):
             raise EvalConfigError(f"{w}: need 0 <= top < bottom <= 1 and 0 <= left < right <= 1, "
                                   f"got {spec!r}")
         out.append([top, left, bottom, right])
+    return out
+
+
+def _sources_spec(t: dict, kind: str, model: str, base: Path, where: str):
+    """The source images of an ``edit`` task: ``{ source = "generator", place = [kind, x, y,
+    size] }`` (scenes only: the source prompt's scene with one compact object placed at
+    fractions of the image; its pixels are the object mask), or ``{ folder = "PATH",
+    masks = "PATH" }`` (image files in name order; optional masks with the same names, white
+    = object). Folder files are fingerprinted (SHA-256) so new images are a new config."""
+    if kind != "edit":
+        if "sources" in t:
+            raise EvalConfigError(f"{where}.sources: only an 'edit' task takes sources")
+        return None
+    w = f"{where}.sources"
+    src = t.get("sources", {"source": "generator"})
+    if not isinstance(src, dict):
+        raise EvalConfigError(f"{w}: expected a table")
+    _unknown(src, {"source", "place", "folder", "masks"}, w)
+    kind_src = src.get("source", "folder" if "folder" in src else "generator")
+    if kind_src == "generator":
+        if model != "scenes":
+            raise EvalConfigError(f"{w}.source: 'generator' sources need model = 'scenes'; give "
+                                  "folder = PATH for other models")
+        if "folder" in src or "masks" in src:
+            raise EvalConfigError(f"{w}: folder / masks go with source = 'folder'")
+        place = src.get("place")
+        if place is not None:
+            ok = (isinstance(place, list) and len(place) == 4 and place[0] in ("balloon", "boat", "house")
+                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+                          for v in place[1:]) and place[3] > 0)
+            if not ok:
+                raise EvalConfigError(f"{w}.place: expected [kind, x, y, size] with kind balloon, "
+                                      f"boat or house and x, y, size fractions in (0, 1], got {place!r}")
+        return {"source": "generator", "place": place, "has_masks": place is not None}
+    if kind_src != "folder":
+        raise EvalConfigError(f"{w}.source: expected 'generator' or 'folder', got {kind_src!r}")
+
+    def folder_of(key):
+        fp = Path(os.path.expanduser(str(src[key])))
+        fp = fp if fp.is_absolute() else base / fp
+        if not fp.is_dir():
+            raise EvalConfigError(f"{w}.{key}: {str(fp)!r} is not a folder")
+        return fp
+
+    if "folder" not in src:
+        raise EvalConfigError(f"{w}.folder: required with source = 'folder'")
+    folder = folder_of("folder")
+    exts = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file())
+    if not files:
+        raise EvalConfigError(f"{w}.folder: no image files in {str(folder)!r}")
+    out = {"source": "folder", "folder": str(folder), "has_masks": "masks" in src,
+           "files": [[p.name, hashlib.sha256(p.read_bytes()).hexdigest()[:32]] for p in files]}
+    if "masks" in src:
+        mf = folder_of("masks")
+        missing = [p.name for p in files if not (mf / p.name).is_file()]
+        if missing:
+            raise EvalConfigError(f"{w}.masks: no mask for {missing[:3]} in {str(mf)!r} (same "
+                                  "file names as the images)")
+        out["masks"] = str(mf)
+        out["mask_files"] = [hashlib.sha256((mf / p.name).read_bytes()).hexdigest()[:32] for p in files]
     return out
 
 
@@ -347,6 +413,11 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
             prompts = _need(t, "prompts", list, w)
         parts = _prompt_parts(kind, prompts, f"{w}.prompts")
         prompts = [SEP.join(q) for q in parts]   # one display string per entry (seeds, manifest)
+        if kind == "edit":
+            for i, q in enumerate(parts):
+                if not re.search(rf"\b{re.escape(q[1])}\b", q[0], re.IGNORECASE):
+                    raise EvalConfigError(f"{w}.prompts[{i}]: the source word {q[1]!r} is not a "
+                                          f"word of the source prompt {q[0]!r}")
         if len(set(prompts)) != len(prompts):
             raise EvalConfigError(f"{w}.prompts: repeated prompts")
         strat = t.get("strategies", list(cfg["strategies"]))
@@ -373,6 +444,22 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
         view = _view_spec(t, kind, w)
         if window > width:
             raise EvalConfigError(f"{w}.window: {window} is wider than the image ({width})")
+        sources = _sources_spec(t, kind, cfg["model"], base, w)
+        if sources is not None and sources.get("files"):
+            n_files = len(sources["files"])
+            if t.get("samples_per_prompt", n_files) > n_files:
+                raise EvalConfigError(f"{w}.samples_per_prompt: {t['samples_per_prompt']} > the "
+                                      f"{n_files} images of {sources['folder']!r}")
+            t = dict(t, samples_per_prompt=t.get("samples_per_prompt", n_files))
+        tau = t.get("tau", 0.3 if kind == "edit" else None)
+        if kind != "edit" and "tau" in t:
+            raise EvalConfigError(f"{w}.tau: only an 'edit' task takes tau")
+        if kind == "edit" and (isinstance(tau, bool) or not isinstance(tau, (int, float))
+                               or not 0 < tau < 1):
+            raise EvalConfigError(f"{w}.tau: expected a number in (0, 1), got {tau!r}")
+        if kind == "edit" and "reference" in t:
+            raise EvalConfigError(f"{w}.reference: an edit is scored against its source image "
+                                  "(no reference set)")
         ref = t.get("reference", {"source": "model"})
         if not isinstance(ref, dict):
             raise EvalConfigError(f"{w}.reference: expected a table")
@@ -401,6 +488,9 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
         if not isinstance(metrics, list) or not all(m in allowed for m in metrics):
             raise EvalConfigError(f"{w}.metrics: a {kind!r} task takes a list of {allowed}, "
                                   f"got {metrics!r}")
+        if "bg_lpips" in metrics and sources is not None and not sources.get("has_masks"):
+            raise EvalConfigError(f"{w}.metrics: bg_lpips needs object masks (sources.masks, or "
+                                  "sources.place with the generator)")
         if width < 2 * height and any(m in ("intra_lpips", "intra_style", "hsv") for m in metrics):
             raise EvalConfigError(f"{w}.metrics: intra_lpips, intra_style and hsv need at least "
                                   f"two crops (width >= 2 height)")
@@ -413,7 +503,7 @@ def config_from_dict(raw: dict, path: str = "<config>") -> EvalConfig:
         cfg["tasks"].append({
             "name": name, "kind": kind, "prompts": prompts, "strategies": strat,
             "prompt_parts": parts, "ref_prompts": reference_prompts(kind, parts),
-            "mask": mask, "view": view,
+            "mask": mask, "view": view, "sources": sources, "tau": tau,
             "samples_per_prompt": _int(t, "samples_per_prompt", cfg["samples_per_prompt"], w),
             "height": height, "width": width, "window": window, "stride": stride,
             "num_inference_steps": _int(t, "num_inference_steps", cfg["num_inference_steps"], w),

@@ -10,7 +10,7 @@ import torch
 
 from syncsde.eval.config import REFERENCE, EvalConfig, Item
 
-__all__ = ["ItemMaker", "to_png_image", "load_png"]
+__all__ = ["ItemMaker", "to_png_image", "load_png", "edit_source", "edit_target_prompt"]
 
 _PIPELINES: dict[tuple, object] = {}  # loaded once per process (repeated runs in one process)
 
@@ -30,6 +30,55 @@ def load_png(path: str | Path) -> torch.Tensor:
     with Image.open(path) as im:
         a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+
+
+def edit_source(cfg: EvalConfig, task: dict, item) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The source image ``[3, H, W]`` in [0, 1] of an edit item and its object mask ``[H, W]``
+    (1 = object; None without masks). The same for every strategy: the generator's scene is
+    seeded by (config seed, task, prompt, "source", index), a folder's image is file ``index``."""
+    from syncsde.eval.config import sample_seed
+
+    H, W = task["height"], task["width"]
+    src = task["sources"]
+    if src["source"] == "generator":
+        from syncsde.scenes.generator import render
+        from syncsde.scenes.vocab import parse_prompt
+
+        rng = np.random.default_rng(sample_seed(cfg.raw["seed"], task["name"], item.prompt,
+                                                "source", item.index))
+        spec = parse_prompt(task["prompt_parts"][item.prompt_index][0]).sample_spec(rng)
+        place = []
+        if src["place"] is not None:
+            kind, x, y, size = src["place"]
+            place = [(kind, x * W, y * H, size * H)]
+        scene = render(spec, H, W, rng, place=place)
+        img = torch.from_numpy(np.ascontiguousarray(scene.image)).float().permute(2, 0, 1)
+        mask = None
+        if place:
+            k, x, y = place[0][:3]
+            obj = next(o for o in scene.objects if (o.kind, o.x, o.y) == (k, float(x), float(y)))
+            mask = torch.from_numpy(np.asarray(obj.mask, np.float32))
+        return img, mask
+    import torch.nn.functional as F
+
+    name = src["files"][item.index][0]
+    img = load_png(Path(src["folder"]) / name)
+    if img.shape[-2:] != (H, W):
+        img = F.interpolate(img[None], size=(H, W), mode="bilinear", antialias=True,
+                            align_corners=False)[0].clamp(0, 1)
+    mask = None
+    if "masks" in src:
+        from syncsde.pipelines import load_mask
+
+        mask = load_mask(str(Path(src["masks"]) / name), (H, W))
+    return img, mask
+
+
+def edit_target_prompt(parts: tuple) -> str:
+    """The source prompt with its word swapped (the prompt an edit is scored against)."""
+    from syncsde.pipelines import replace_word
+
+    return replace_word(*parts)
 
 
 class ItemMaker:
@@ -75,6 +124,13 @@ class ItemMaker:
 
             # the image that reads as prompt a; its view reads as prompt b (scored so)
             res = ambiguous_image(self.pipe, parts[0], parts[1], t["view"], **common)
+        elif t["kind"] == "edit":
+            from syncsde.pipelines import edit_image
+
+            src, _ = edit_source(self.cfg, t, item)
+            res = edit_image(self.pipe, to_png_image(src), source_prompt=parts[0], source_word=parts[1],
+                             target_word=parts[2], height=t["height"], width=t["width"],
+                             tau=t["tau"], **common)
         else:
             from syncsde.pipelines import wide_image
 

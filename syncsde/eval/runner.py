@@ -205,6 +205,8 @@ def run_eval(config: str, out: str, force: bool = False, new: bool = False, prog
             shape = f"(mask {task['mask'][0] if same else 'per prompt'})"
         elif task["kind"] == "ambiguous":
             shape = f"(view {task['view']})"
+        elif task["kind"] == "edit":
+            shape = f"(sources: {task['sources']['source']}, tau {task['tau']})"
         else:
             shape = f"(window {task['window']}, stride {task['stride']})"
         header = (f"**{cfg.raw['name']} / {task['name']}**: {task['kind']} "
@@ -212,7 +214,7 @@ def run_eval(config: str, out: str, force: bool = False, new: bool = False, prog
                   f"{task['samples_per_prompt']} samples, {task['num_inference_steps']} steps, "
                   f"CFG {task['guidance_scale']}, model {cfg.raw['model']}; features: "
                   f"{getattr(nets['features'], 'name', type(nets['features']).__name__)}; "
-                  f"reference: {task['reference']['source']}")
+                  f"reference: {'the source images' if task['kind'] == 'edit' else task['reference']['source']}")
         write_tables(task, rows, out_dir / "results", header)
         results[task["name"]] = rows
     return results

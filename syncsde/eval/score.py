@@ -39,6 +39,8 @@ COLUMNS = {
     "intra_style": ["Intra-Style-L (sum over pairs)", "Intra-Style-L (mean over pairs)"],
     "hsv": ["HSV intersection", "HSV chi2 distance"],
     "seam_jump": ["seam jump", "seam jump ratio"],
+    "lpips": ["LPIPS to source"],
+    "bg_lpips": ["BG-LPIPS"],
 }
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -81,7 +83,12 @@ def _scored_images(task: dict, imgs: list, es: list) -> tuple[list, list, np.nda
                 of.append(e["prompt_index"])
     else:
         for img, e in zip(imgs, es):
-            if kind == "mask":
+            if kind == "edit":   # the edit against the target prompt (source word swapped)
+                from syncsde.eval.generate import edit_target_prompt
+
+                out.append(img)
+                prompts.append(edit_target_prompt(parts[e["prompt_index"]]))
+            elif kind == "mask":
                 out.append(img)
                 prompts.append(parts[e["prompt_index"]][2])
             else:
@@ -90,6 +97,30 @@ def _scored_images(task: dict, imgs: list, es: list) -> tuple[list, list, np.nda
                 prompts.append(e["prompt"])
             of.append(e["prompt_index"])
     return out, prompts, np.array(of)
+
+
+def _edit_scores(cfg: EvalConfig, task: dict, imgs: list, es: list, nets: dict) -> dict:
+    """LPIPS between each edit and its source, and BG-LPIPS outside the source's object mask
+    (SyncSDE Table 2), means over images."""
+    from syncsde.eval.config import Item
+    from syncsde.eval.generate import edit_source
+    from syncsde.metrics.perceptual import bg_lpips, lpips
+
+    src, masks = [], []
+    for e in es:
+        it = Item(task["name"], e["strategy"], e["prompt_index"], e["prompt"], e["index"],
+                  e["seed"], e["item_hash"], e["file"])
+        s_img, m = edit_source(cfg, task, it)
+        src.append(s_img)
+        masks.append(m)
+    edits, sources = torch.stack(imgs), torch.stack(src)
+    out = {}
+    if "lpips" in task["metrics"]:
+        out["LPIPS to source"] = float(lpips(sources, edits, nets["lpips"], nets.get("lpips_heads")).mean())
+    if "bg_lpips" in task["metrics"]:
+        m = torch.stack(masks)[:, None]
+        out["BG-LPIPS"] = float(bg_lpips(sources, edits, m, nets["lpips"], nets.get("lpips_heads")).mean())
+    return out
 
 
 def _batched(fn, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -167,6 +198,8 @@ def score_task(cfg: EvalConfig, task: dict, out: Path, entries: dict, nets: dict
             if hasattr(nets["features"], "attribute_probabilities"):
                 row["prompt agreement"] = prompt_agreement_rate(
                     torch.cat(clip_imgs), [q for qs in clip_prompts for q in qs], nets["features"])
+        if task["kind"] == "edit" and ("lpips" in metrics or "bg_lpips" in metrics):
+            row.update(_edit_scores(cfg, task, imgs, es, nets))
         if "intra_lpips" in metrics:
             row["Intra-LPIPS"] = coherence.intra_lpips(imgs, nets["lpips"], H, nets.get("lpips_heads"))
         if "intra_style" in metrics:

@@ -99,6 +99,9 @@ class SceneObject:
     y: float           # base row (trees, houses, boats) or centre row (sun, moon, balloon)
     size: float        # pixels
     visible_pixels: int = 0
+    # the pixels the object covers when drawn (before later objects occlude it); trees,
+    # houses, boats and balloons only (what the editing evaluation's background mask needs)
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -126,7 +129,7 @@ class Scene:
         """Per-column truth as plain JSON-able values."""
         return {"horizon": float(self.horizon),
                 "ridge_tops": [[None if np.isnan(v) else float(v) for v in row] for row in self.ridge_tops],
-                "objects": [asdict(o) for o in self.objects], "spec": self.spec.to_dict()}
+                "objects": [{k: v for k, v in asdict(o).items() if k != "mask"} for o in self.objects], "spec": self.spec.to_dict()}
 
 
 def labels_vector(labels: dict) -> np.ndarray:
@@ -337,7 +340,8 @@ def _balloon(cv, img, rng, cx, cy, r, light):
     basket = _rect(cv, cx - 0.35 * r, cx + 0.35 * r, cy + 1.3 * r, cy + 1.8 * r)
     _paint(img, env, colour)
     _paint(img, basket, (0.35 * light + 0.05, 0.22 * light + 0.03, 0.1 * light))
-    return SceneObject("balloon", cx, cy, 2 * r, int((env > 0.5).sum() + basket.sum()))
+    return SceneObject("balloon", cx, cy, 2 * r, int((env > 0.5).sum() + basket.sum()),
+                       (env > 0.5) | basket)
 
 
 def _tree(cv, img, rng, cx, base, h, light, time):
@@ -346,7 +350,7 @@ def _tree(cv, img, rng, cx, base, h, light, time):
     g = rng.uniform(0.8, 1.2)
     _paint(img, trunk, np.array((0.35, 0.22, 0.1), np.float32) * (0.3 + 0.7 * light))
     _paint(img, crown, np.array((0.08, 0.35 * g, 0.12), np.float32) * (0.3 + 0.7 * light))
-    return SceneObject("tree", cx, base, h, int((trunk | crown).sum()))
+    return SceneObject("tree", cx, base, h, int((trunk | crown).sum()), trunk | crown)
 
 
 def _house(cv, img, rng, cx, base, w, light, time):
@@ -360,7 +364,7 @@ def _house(cv, img, rng, cx, base, w, light, time):
     _paint(img, roof, np.array((0.55, 0.12, 0.1), np.float32) * (0.3 + 0.7 * light))
     win_c = (1.0, 0.85, 0.3) if time == "night" else (0.2, 0.25, 0.35)
     _paint(img, win, win_c)
-    return SceneObject("house", cx, base, w, int((wall | roof).sum()))
+    return SceneObject("house", cx, base, w, int((wall | roof).sum()), wall | roof)
 
 
 def _boat(cv, img, rng, cx, base, w, light, time):
@@ -370,7 +374,7 @@ def _boat(cv, img, rng, cx, base, w, light, time):
     sail = _triangle(cv, cx + 0.05 * w, base - 0.25 * w, 0.3 * w, 0.8 * w) & (cv.xx >= cx - 0.02 * w)
     _paint(img, hull, np.array((0.4, 0.22, 0.1), np.float32) * (0.3 + 0.7 * light))
     _paint(img, sail, np.array((0.97, 0.95, 0.9), np.float32) * (0.35 + 0.65 * light))
-    return SceneObject("boat", cx, base, w, int((hull | sail).sum()))
+    return SceneObject("boat", cx, base, w, int((hull | sail).sum()), hull | sail)
 
 
 def render_batch(specs: Sequence[SceneSpec], height: int = 32, width: int = 32, seed: int = 0,
