@@ -24,3 +24,9 @@ from syncsde.tasks.hybrid import hybrid_image, hybrid_problem  # noqa: E402
 
 __all__ += ["SparseViews", "CoveredEarlierViews", "tileable_problem", "tileable_image",
             "panorama_problem", "panorama_image", "hybrid_problem", "hybrid_image"]
+
+# conditioned generation at any size: region prompts, tiled img2img / upscaling
+from syncsde.tasks.regions import regions_image, regions_problem  # noqa: E402
+from syncsde.tasks.upscale import upscale_image  # noqa: E402
+
+__all__ += ["regions_problem", "regions_image", "upscale_image"]
