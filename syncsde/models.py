@@ -30,7 +30,7 @@ __all__ = ["KNOWN_MODELS", "ModelInfo", "ModelNotAvailableError", "load_pipeline
            "load_controlnet_pipeline", "load_denoiser", "denoiser_from_pipeline", "infer_kind",
            "KINDS", "DEFAULT_SD15", "DEFAULT_DEPTH_CONTROLNET"]
 
-KINDS = ("sd", "sd-controlnet", "controlnet", "if-stage1", "if-stage2", "scenes")
+KINDS = ("sd", "sd-controlnet", "controlnet", "if-stage1", "if-stage2", "scenes", "sdxl")
 DEFAULT_SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_DEPTH_CONTROLNET = "lllyasviel/control_v11f1p_sd15_depth"
 
@@ -70,6 +70,9 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
                                         fp16_variant=True),
     "DeepFloyd/IF-II-L-v1.0": ModelInfo("if-stage2", "DeepFloyd IF stage II, L", gated=True,
                                         fp16_variant=True),
+    "stabilityai/stable-diffusion-xl-base-1.0": ModelInfo(
+        "sdxl", "Stable Diffusion XL base (1024 px, two text encoders): wide images, mask "
+                "generation", fp16_variant=True),
     "scenes": ModelInfo(
         "scenes", "the built-in scenes model (32 px pixel diffusion with cross-attention, trained "
                   "on syncsde.scenes; ships inside the package, no download)"),
@@ -82,6 +85,7 @@ _PIPELINE_CLASS_KIND = {
     "IFSuperResolutionPipeline": "if-stage2",
     "ControlNetModel": "controlnet",
     "ScenesPipeline": "scenes",
+    "StableDiffusionXLPipeline": "sdxl",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -130,6 +134,8 @@ def infer_kind(model_id_or_path: str) -> str:
             if cls in _PIPELINE_CLASS_KIND:
                 return _PIPELINE_CLASS_KIND[cls]
     low = model_id_or_path.lower()
+    if "xl" in low and "stable-diffusion" in low or "sdxl" in low:
+        return "sdxl"
     if "if-ii" in low:
         return "if-stage2"
     if "deepfloyd" in low or "if-i" in low:
@@ -145,7 +151,8 @@ def _missing_message(model: str, kind: str, offline: bool, error: BaseException)
                                           "sd-controlnet": "an SD + ControlNet pipeline",
                                           "controlnet": "a ControlNet model",
                                           "if-stage1": "a DeepFloyd IF stage I pipeline",
-                                          "if-stage2": "a DeepFloyd IF stage II pipeline"}.get(kind, kind)
+                                          "if-stage2": "a DeepFloyd IF stage II pipeline",
+                                          "sdxl": "a Stable Diffusion XL pipeline"}.get(kind, kind)
     if _looks_like_path(model) and not _REPO_ID.match(model):
         return (f"Cannot load {what} from {model!r}: no such folder (or it is not a diffusers "
                 f"folder with model_index.json / config.json). Pass a folder written by "
@@ -290,6 +297,10 @@ def load_pipeline(model_id_or_path: str, kind: str | None = None, torch_dtype: t
         kw.setdefault("safety_checker", None)
         kw.setdefault("requires_safety_checker", False)
         pipe = _from_pretrained(diffusers.StableDiffusionPipeline, name, kind, local_files_only, **kw)
+    elif kind == "sdxl":
+        kw.setdefault("add_watermarker", False)
+        pipe = _from_pretrained(diffusers.StableDiffusionXLPipeline, name, kind, local_files_only,
+                                **kw)
     elif kind == "sd-controlnet":
         if isinstance(controlnet, (str, os.PathLike)):
             controlnet = _from_pretrained(diffusers.ControlNetModel, str(controlnet), "controlnet",
@@ -374,6 +385,18 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
         _remember(pipe, den)
         return den
     _refuse_unsupported(pipe, cls)
+    if _is_sdxl(pipe, cls):
+        from syncsde.denoisers.sdxl import StableDiffusionXLDenoiser, XLPromptEncoder
+
+        if prompts is None:
+            prompts = XLPromptEncoder(
+                [tok, getattr(pipe, "tokenizer_2", None)],
+                [enc, getattr(pipe, "text_encoder_2", None)],
+                force_zeros_for_empty_prompt=_config_get(pipe, "force_zeros_for_empty_prompt", True))
+        den = StableDiffusionXLDenoiser(pipe.unet, prompts, pipe.scheduler,
+                                        getattr(pipe, "vae", None), device=dev, **kw)
+        _remember(pipe, den)
+        return den
     if prompts is None and tok is not None and enc is not None:
         prompts = dm.PromptEncoder(tok, enc, style="t5" if cls.startswith("IF") else "clip")
     if cls.startswith("IFSuperResolution"):
@@ -407,16 +430,38 @@ def _remember(pipe, den) -> None:
         pass
 
 
-def _refuse_unsupported(pipe, cls: str) -> None:
-    """A clear refusal for model families the adapters do not speak yet (instead of an obscure
-    error deep inside the UNet): SDXL (two text encoders, pooled embeddings, add_time_ids),
-    SD3 / FLUX (flow-matching transformers)."""
+def _config_get(obj, key: str, default=None):
+    cfg = getattr(obj, "config", None)
+    if cfg is None:
+        return default
+    try:
+        return cfg.get(key, default)
+    except AttributeError:
+        return getattr(cfg, key, default)
+
+
+def _is_sdxl(pipe, cls: str) -> bool:
     unet = getattr(pipe, "unet", None)
-    config = getattr(unet, "config", {}) if unet is not None else {}
-    sdxl = "XL" in cls or (config.get("addition_embed_type") == "text_time")
-    if sdxl:
-        raise ValueError(f"{cls}: SDXL pipelines are not supported yet (two text encoders, pooled "
-                         "embeddings and add_time_ids per window); use an SD 1.x/2.x pipeline")
+    return unet is not None and _config_get(unet, "addition_embed_type") == "text_time"
+
+
+def _refuse_unsupported(pipe, cls: str) -> None:
+    """A clear refusal for model families the adapters do not speak (instead of an obscure
+    error deep inside the model): SDXL variants other than text-to-image (refiner without the
+    first text encoder, SDXL ControlNet / inpainting), and transformer pipelines that are not
+    supported."""
+    unet = getattr(pipe, "unet", None)
+    if _is_sdxl(pipe, cls):
+        if getattr(pipe, "text_encoder", None) is None or getattr(pipe, "text_encoder_2", None) is None:
+            raise ValueError(f"{cls}: SDXL pipelines need both text encoders (the refiner, with "
+                             "only text_encoder_2, is not supported)")
+        if getattr(pipe, "controlnet", None) is not None:
+            raise ValueError(f"{cls}: SDXL ControlNet pipelines are not supported (SDXL "
+                             "text-to-image is)")
+        if _config_get(unet, "in_channels", 4) != 4:
+            raise ValueError(f"{cls}: SDXL inpainting UNets (in_channels="
+                             f"{_config_get(unet, 'in_channels')}) are not supported")
+        return
     if unet is None and getattr(pipe, "transformer", None) is not None:
         raise ValueError(f"{cls}: transformer (DiT / flow-matching: SD3, FLUX) pipelines are not "
                          "supported yet; use an SD 1.x/2.x or DeepFloyd IF pipeline")

@@ -271,3 +271,52 @@ class TinyMDM(nn.Module):
         tok = (t + self.text(txt)).unsqueeze(1)
         h = self.encoder(torch.cat([tok, h], dim=1))[:, 1:]
         return self.out(h).permute(0, 2, 1).unsqueeze(2)
+
+
+# ---- SDXL -----------------------------------------------------------------------------------
+def clip_text_encoder_with_projection(vocab_size: int = 256, hidden: int = 32,
+                                      projection_dim: int = 24, seed: int = 1):
+    """CLIP text encoder with the text projection (SDXL's second encoder: pooled embeddings)."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden,
+                         intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4,
+                         num_hidden_layers=3, vocab_size=vocab_size, max_position_embeddings=16,
+                         projection_dim=projection_dim, hidden_act="gelu")
+    return CLIPTextModelWithProjection(cfg).eval()
+
+
+def sdxl_unet(cross_dim: int = 64, pooled_dim: int = 24, time_dim: int = 8, sample_size: int = 16,
+              seed: int = 0):
+    """An SDXL-shaped UNet: ``addition_embed_type="text_time"`` (pooled text embeddings plus the
+    six add_time_ids, each embedded in ``time_dim`` features)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=sample_size, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * time_dim + pooled_dim,
+        cross_attention_dim=cross_dim, norm_num_groups=4).eval()
+
+
+def sdxl_pipeline(tmp: str | Path, force_zeros_for_empty_prompt: bool = True):
+    """A tiny ``StableDiffusionXLPipeline`` (latent 16x16 <- image 32x32): two CLIP encoders
+    (32 + 32 hidden features concatenated = the UNet's 64-d cross-attention; the second one's
+    24-d projection is the pooled embedding) with the same local tokenizer."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    tok = clip_tokenizer(Path(tmp) / "clip")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae(), text_encoder=clip_text_encoder(), text_encoder_2=clip_text_encoder_with_projection(),
+        tokenizer=tok, tokenizer_2=tok, unet=sdxl_unet(),
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
+                                         beta_schedule="scaled_linear", steps_offset=1,
+                                         timestep_spacing="leading"),
+        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
