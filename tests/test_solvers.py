@@ -198,12 +198,12 @@ def test_the_users_pipeline_is_not_modified_and_unsupported_families_are_refused
     assert denoiser_from_pipeline(sd) is den  # cached beside the pipeline
     assert set(vars(sd)) == before
 
-    class StableDiffusionXLPipeline:  # only its name and UNet config matter for the refusal
+    class StableDiffusionXLPipeline:  # an SDXL UNet without its text encoders (a refiner)
         def __init__(self, unet):
             self.unet = unet
 
-    with pytest.raises(ValueError, match="SDXL"):
-        denoiser_from_pipeline(StableDiffusionXLPipeline(sd.unet))
+    with pytest.raises(ValueError, match="SDXL pipelines need both text encoders"):
+        denoiser_from_pipeline(StableDiffusionXLPipeline(tm.sdxl_unet()))
 
     class FluxPipeline:
         transformer = object()
