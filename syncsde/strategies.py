@@ -228,3 +228,4 @@ STRATEGIES["syncdiffusion"] = SyncDiffusion
 STRATEGIES["syncvc"] = SyncVC
 # region-graph (Kikuchi) composition for 2-D grids and loops of windows (issue 13)
 import syncsde.strategies_regiongraph  # noqa: E402,F401  (registers "regiongraph")
+import syncsde.strategies_poe  # noqa: E402,F401  (registers "poe")
