@@ -217,3 +217,25 @@ def test_cli_upscale_checks_before_loading(tmp_path, capsys):
     assert "not a whole number" in capsys.readouterr().err
     assert main(["upscale", str(tmp_path / "b.png"), "--prompt", "x"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_regions_and_upscale_run_on_the_scenes_model(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from syncsde.cli import main
+
+    (tmp_path / "l.toml").write_text('width = 64\nheight = 32\nbackground = "a day over grass"\n'
+                                     '[[regions]]\nprompt = "a night over the sea"\n'
+                                     'box = [32, 0, 64, 32]\n')
+    assert main(["regions", str(tmp_path / "l.toml"), "--model", "scenes", "--steps", "2",
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    out = Image.open(tmp_path / "o" / "regions_l_syncsde_seed0.png")
+    assert out.size == (64, 32)
+    assert json.loads(out.text["syncsde"])["regions"][0]["box"] == [32, 0, 64, 32]
+    Image.new("RGB", (24, 16), (40, 80, 200)).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "--scale", "2", "--prompt", "a day over the sea",
+                 "--model", "scenes", "--steps", "2", "--strategy", "multidiffusion",
+                 "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert Image.open(tmp_path / "o" / "upscale_in_x2_multidiffusion_seed0.png").size == (48, 32)

@@ -183,6 +183,9 @@ def upscale_image(model, image: Any, scale: float = 2, prompt: str = "",
     if control_image is not None:
         if not isinstance(den, ControlNetDenoiser):
             raise ValueError("a control image needs a ControlNet model")
+        if getattr(strategy, "name", strategy) == "collage":
+            raise ValueError("collage's overlap inputs belong to no single window: it cannot "
+                             "take per-window control images")
         ctrl = pil_to_tensor(load_image(control_image, (Wt, Ht))) \
             if not isinstance(control_image, torch.Tensor) else control_image.float()
         if tuple(ctrl.shape[-2:]) != (Ht, Wt):
