@@ -122,6 +122,12 @@ def run_regions(args) -> dict:
               "seeds": len(list(seeds)), "layouts": LAYOUTS, "canvas": [32, 96], "window": 32,
               "stride": 16, "rows": rows}
     atomic_write_json(out / "regions_benchmark.json", result)
+    print("\n| strategy | acc left | acc middle (bg) | acc right | acc mean | region-border seam | "
+          "window seam | s / image | model calls / image |\n|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['label']} | {r['acc_left']:.3f} | {r['acc_middle']:.3f} | {r['acc_right']:.3f} | "
+              f"{r['acc_mean']:.3f} | {r['region_seam_ratio']:.2f} | {r['window_seam_ratio']:.2f} | "
+              f"{r['seconds_per_image']:.2f} | {r['model_calls_per_image']:.0f} |")
     return result
 
 
@@ -234,6 +240,11 @@ def run_upscale(args) -> dict:
               "guidance": args.guidance, "images": n, "input": [32, 32], "scale": 2,
               "window": 32, "stride": 16, "reference_scenes": len(ref), "rows": rows}
     atomic_write_json(out / "upscale_benchmark.json", result)
+    print("\n| method | feature distance to input (lower = kept) | attribute agreement | "
+          "crop KID x1000 | s / image |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['label']} | {r['feature_distance']:.4f} | {r['attribute_agreement']:.3f} | "
+              f"{r['crop_kid_x1000']:.2f} | {r['seconds_per_image']:.2f} |")
     return result
 
 
