@@ -278,9 +278,10 @@ class StepCallback:
         self.batched = batched
         self.legacy = legacy
         infos = schedule.steps(eta)
-        sigma_space = isinstance(schedule, DiffusersSolver) and schedule.space == "sigma"
-        # diffusers' latents after step k; sigma-space schedulers keep x / sqrt(abar)
-        self.scales = [(info.abar_s ** 0.5 if sigma_space else 1.0) for info in infos]
+        # diffusers' latents after step k are y / scale: sigma-space schedulers keep
+        # x / sqrt(abar), flow matching x = s(sigma) y
+        self.scales = [schedule.callback_scale(info) if isinstance(schedule, DiffusersSolver)
+                       else 1.0 for info in infos]
         self.timesteps = [info.t for info in infos]
         self.last_y: torch.Tensor | None = None
 

@@ -30,7 +30,8 @@ __all__ = ["KNOWN_MODELS", "ModelInfo", "ModelNotAvailableError", "load_pipeline
            "load_controlnet_pipeline", "load_denoiser", "denoiser_from_pipeline", "infer_kind",
            "KINDS", "DEFAULT_SD15", "DEFAULT_DEPTH_CONTROLNET"]
 
-KINDS = ("sd", "sd-controlnet", "controlnet", "if-stage1", "if-stage2", "scenes", "sdxl")
+KINDS = ("sd", "sd-controlnet", "controlnet", "if-stage1", "if-stage2", "scenes", "sdxl", "sd3",
+         "flux")
 DEFAULT_SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_DEPTH_CONTROLNET = "lllyasviel/control_v11f1p_sd15_depth"
 
@@ -73,6 +74,15 @@ KNOWN_MODELS: dict[str, ModelInfo] = {
     "stabilityai/stable-diffusion-xl-base-1.0": ModelInfo(
         "sdxl", "Stable Diffusion XL base (1024 px, two text encoders): wide images, mask "
                 "generation", fp16_variant=True),
+    "stabilityai/stable-diffusion-3-medium-diffusers": ModelInfo(
+        "sd3", "Stable Diffusion 3 medium (flow matching, 1024 px): wide images, mask generation",
+        gated=True),
+    "black-forest-labs/FLUX.1-schnell": ModelInfo(
+        "flux", "FLUX.1 schnell (flow matching, 4 steps, no guidance): wide images, mask "
+                "generation"),
+    "black-forest-labs/FLUX.1-dev": ModelInfo(
+        "flux", "FLUX.1 dev (flow matching, guidance embedding): wide images, mask generation",
+        gated=True),
     "scenes": ModelInfo(
         "scenes", "the built-in scenes model (32 px pixel diffusion with cross-attention, trained "
                   "on syncsde.scenes; ships inside the package, no download)"),
@@ -86,6 +96,8 @@ _PIPELINE_CLASS_KIND = {
     "ControlNetModel": "controlnet",
     "ScenesPipeline": "scenes",
     "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
 }
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -136,6 +148,10 @@ def infer_kind(model_id_or_path: str) -> str:
     low = model_id_or_path.lower()
     if "xl" in low and "stable-diffusion" in low or "sdxl" in low:
         return "sdxl"
+    if "stable-diffusion-3" in low or "sd3" in low:
+        return "sd3"
+    if "flux" in low:
+        return "flux"
     if "if-ii" in low:
         return "if-stage2"
     if "deepfloyd" in low or "if-i" in low:
@@ -152,7 +168,9 @@ def _missing_message(model: str, kind: str, offline: bool, error: BaseException)
                                           "controlnet": "a ControlNet model",
                                           "if-stage1": "a DeepFloyd IF stage I pipeline",
                                           "if-stage2": "a DeepFloyd IF stage II pipeline",
-                                          "sdxl": "a Stable Diffusion XL pipeline"}.get(kind, kind)
+                                          "sdxl": "a Stable Diffusion XL pipeline",
+                                          "sd3": "a Stable Diffusion 3 pipeline",
+                                          "flux": "a FLUX pipeline"}.get(kind, kind)
     if _looks_like_path(model) and not _REPO_ID.match(model):
         return (f"Cannot load {what} from {model!r}: no such folder (or it is not a diffusers "
                 f"folder with model_index.json / config.json). Pass a folder written by "
@@ -301,6 +319,9 @@ def load_pipeline(model_id_or_path: str, kind: str | None = None, torch_dtype: t
         kw.setdefault("add_watermarker", False)
         pipe = _from_pretrained(diffusers.StableDiffusionXLPipeline, name, kind, local_files_only,
                                 **kw)
+    elif kind in ("sd3", "flux"):
+        cls = diffusers.StableDiffusion3Pipeline if kind == "sd3" else diffusers.FluxPipeline
+        pipe = _from_pretrained(cls, name, kind, local_files_only, **kw)
     elif kind == "sd-controlnet":
         if isinstance(controlnet, (str, os.PathLike)):
             controlnet = _from_pretrained(diffusers.ControlNetModel, str(controlnet), "controlnet",
@@ -385,6 +406,17 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
         _remember(pipe, den)
         return den
     _refuse_unsupported(pipe, cls)
+    if getattr(pipe, "unet", None) is None and getattr(pipe, "transformer", None) is not None:
+        from syncsde.denoisers import flow
+
+        family = "sd3" if cls.startswith("StableDiffusion3") else "flux"
+        den_cls = flow.SD3Denoiser if family == "sd3" else flow.FluxDenoiser
+        if prompts is None:
+            prompts = flow.FlowPromptEncoder(pipe, family)
+        den = den_cls(pipe.transformer, prompts, pipe.scheduler, getattr(pipe, "vae", None),
+                      sample_size=getattr(pipe, "default_sample_size", None), device=dev, **kw)
+        _remember(pipe, den)
+        return den
     if _is_sdxl(pipe, cls):
         from syncsde.denoisers.sdxl import StableDiffusionXLDenoiser, XLPromptEncoder
 
@@ -463,8 +495,16 @@ def _refuse_unsupported(pipe, cls: str) -> None:
                              f"{_config_get(unet, 'in_channels')}) are not supported")
         return
     if unet is None and getattr(pipe, "transformer", None) is not None:
-        raise ValueError(f"{cls}: transformer (DiT / flow-matching: SD3, FLUX) pipelines are not "
-                         "supported yet; use an SD 1.x/2.x or DeepFloyd IF pipeline")
+        if cls in ("StableDiffusion3Pipeline", "FluxPipeline"):
+            sched = type(getattr(pipe, "scheduler", None)).__name__
+            if sched != "FlowMatchEulerDiscreteScheduler":
+                raise ValueError(f"{cls} with {sched}: flow-matching models run with "
+                                 "FlowMatchEulerDiscreteScheduler only")
+            return
+        raise ValueError(f"{cls}: this transformer pipeline is not supported (supported: "
+                         "StableDiffusion3Pipeline and FluxPipeline text-to-image; not their "
+                         "img2img / inpainting / ControlNet variants, nor other DiT / FLUX "
+                         "variants such as FLUX Fill, Kontext or PixArt)")
 
 
 def load_denoiser(model_id_or_path: str, **kwargs):

@@ -132,7 +132,24 @@ def _latent_size(den: StableDiffusionDenoiser, height: int, width: int) -> tuple
     return height // f, width // f
 
 
-def sampling_schedule(den, num_steps: int, scheduler: Any = "pipeline"):
+def _latent_channels(den) -> int:
+    """Channels of the sampled state (FLUX: the unpacked latent, a quarter of its input)."""
+    c = getattr(den, "latent_channels", None)
+    return int(c) if c is not None else int(den.unet.config.in_channels)
+
+
+def _guidance(den, guidance_scale: float, has_negative: bool, true_cfg_scale) -> float:
+    """The classifier-free guidance scale of the run (FLUX embeds guidance_scale instead)."""
+    plan = getattr(den, "guidance_plan", None)
+    if plan is None:
+        if true_cfg_scale is not None:
+            raise ValueError("true_cfg_scale applies to FLUX pipelines only")
+        return guidance_scale
+    return plan(guidance_scale, has_negative, true_cfg_scale)
+
+
+def sampling_schedule(den, num_steps: int, scheduler: Any = "pipeline",
+                      view_hw: Sequence[int] | None = None):
     """What drives the sampling steps of a one-call function: ``"pipeline"`` follows the
     pipeline's own scheduler (a plain DDIM takes the C fast path; DDPM, DDIM with clipping or
     thresholding, Euler, Euler-ancestral and DPM-Solver++ are driven through diffusers; any other
@@ -153,8 +170,16 @@ def sampling_schedule(den, num_steps: int, scheduler: Any = "pipeline"):
                   dict(config).get("_class_name") or "DDIMScheduler"}
         if is_plain_ddim(config):
             return den.schedule(num_steps)
-        return DiffusersSolver(config, num_steps)
-    return DiffusersSolver(scheduler, num_steps)
+        return DiffusersSolver(config, num_steps, **_schedule_kwargs(den, view_hw))
+    return DiffusersSolver(scheduler, num_steps, **_schedule_kwargs(den, view_hw))
+
+
+def _schedule_kwargs(den, view_hw) -> dict:
+    """FLUX's resolution-dependent shift ``mu`` from one view's latent size."""
+    fn = getattr(den, "schedule_kwargs", None)
+    if fn is None or view_hw is None:
+        return {}
+    return fn(int(view_hw[0]), int(view_hw[1]))
 
 
 def _cfg(guidance_scale: float) -> float:
@@ -368,7 +393,8 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
                callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
                prompt_embeds: Any = None, negative_prompt_embeds: Any = None,
                pooled_prompt_embeds: Any = None, negative_pooled_prompt_embeds: Any = None,
-               clip_skip: int | None = None, _control: Any = None) -> PipelineResult:
+               clip_skip: int | None = None, true_cfg_scale: float | None = None,
+               _control: Any = None) -> PipelineResult:
     """A wide image from SD windows (authors: SD2-base, 512x2048, CFG 7.5, 50 steps).
 
     ``init="canvas"`` crops every window's initial noise from one canvas-sized map (the authors'
@@ -402,7 +428,7 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
     f = den.vae_scale_factor
     win = den.sample_size if window is None else int(window) // f
     st = max(1, win // 4) if stride is None else int(stride) // f
-    C = den.unet.config.in_channels
+    C = _latent_channels(den)
     pb = _prompts(den, prompt, negative_prompt, num_images_per_prompt, prompt_embeds,
                   negative_prompt_embeds, clip_skip,
                   extra=dict(pooled_prompt_embeds=pooled_prompt_embeds,
@@ -414,9 +440,10 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
         raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
     problem.init = init
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
-    sched = sampling_schedule(den, num_inference_steps, scheduler)
+    sched = sampling_schedule(den, num_inference_steps, scheduler, problem.views.view_shape[-2:])
     batch = pb.size if pb.batched else None
-    res = _sample_task(den, problem, strat, sched, guidance_scale=guidance_scale, eta=eta,
+    cfg = _guidance(den, guidance_scale, pb.negatives is not None, true_cfg_scale)
+    res = _sample_task(den, problem, strat, sched, guidance_scale=cfg, eta=eta,
                        seed=seed, generator=generator, latents=latents, batch=batch,
                        progress=progress, max_batch=max_batch, callback=callback,
                        callback_on_step_end=callback_on_step_end,
@@ -472,7 +499,8 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
                     output_type: str = "pil", max_batch: int | None = None,
                     callback_on_step_end: Callable | None = None,
                     callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
-                    clip_skip: int | None = None, _control: Any = None) -> PipelineResult:
+                    clip_skip: int | None = None, true_cfg_scale: float | None = None,
+                    _control: Any = None) -> PipelineResult:
     """Mask-based text-to-image (authors: SD2-base, 50 steps, CFG 7.5, inv_lambda 5;
     ``authors_compat`` selects their uncapped pull).
 
@@ -496,7 +524,7 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
     width = width or den.sample_size * den.vae_scale_factor
     h, w = _latent_size(den, height, width)
     m = load_mask(mask, (h, w))
-    C = den.unet.config.in_channels
+    C = _latent_channels(den)
     names = ("background_prompt", "object_prompt", "combined_prompt")
     given = (background_prompt, object_prompt, combined_prompt)
     sizes = [len(p) for p in given if isinstance(p, (list, tuple))]
@@ -516,10 +544,11 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
                              negative=pb.negative())
     _window_conditions(den, problem, den.vae_scale_factor)
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
-    sched = sampling_schedule(den, num_inference_steps, scheduler)
+    sched = sampling_schedule(den, num_inference_steps, scheduler, (h, w))
     batched = pb.batched or any(isinstance(p, (list, tuple)) for p in given)
     batch = pb.size if batched else None
-    res = _sample_task(den, problem, strat, sched, guidance_scale=guidance_scale, eta=eta,
+    cfg = _guidance(den, guidance_scale, pb.negatives is not None, true_cfg_scale)
+    res = _sample_task(den, problem, strat, sched, guidance_scale=cfg, eta=eta,
                        seed=seed, generator=generator, latents=None, batch=batch,
                        progress=progress, max_batch=max_batch, callback=callback,
                        callback_on_step_end=callback_on_step_end,

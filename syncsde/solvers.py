@@ -26,7 +26,8 @@ import torch
 
 from syncsde import ops
 
-__all__ = ["DDIMSolver", "DiffusersSolver", "SUPPORTED_SCHEDULERS", "is_plain_ddim"]
+__all__ = ["DDIMSolver", "DiffusersSolver", "FlowMatchSolver", "SUPPORTED_SCHEDULERS",
+           "FLOW_SCHEDULERS", "FLOW_SIGMA_CAP", "flow_level", "is_plain_ddim"]
 
 # class name -> the state the scheduler steps: "vp" (x_t as the model sees it) or "sigma"
 # (x = x0 + sigma eps, Karras / k-diffusion form)
@@ -37,6 +38,22 @@ SUPPORTED_SCHEDULERS = {
     "EulerDiscreteScheduler": "sigma",
     "EulerAncestralDiscreteScheduler": "sigma",
 }
+
+
+# flow-matching schedulers: x_sigma = (1 - sigma) x0 + sigma eps, the model predicts v = eps - x0
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+# levels above this sigma are represented at it for the eps <-> x0 conversion (docs/models/
+# flow_matching.md): at sigma = 1 the VP state is pure noise and eps carries no x0 at all
+FLOW_SIGMA_CAP = 0.98
+
+
+def flow_level(sigma: float) -> tuple[float, float, float]:
+    """``(sigma_e, s, abar)`` of a flow-matching level: the represented sigma
+    ``min(sigma, FLOW_SIGMA_CAP)``, the scale ``s = sqrt((1 - sigma_e)^2 + sigma_e^2)`` with
+    ``x = s y`` (y the variance-preserving state) and ``abar = ((1 - sigma_e) / s)^2``."""
+    se = min(float(sigma), FLOW_SIGMA_CAP)
+    s = math.sqrt((1.0 - se) ** 2 + se ** 2)
+    return se, s, ((1.0 - se) / s) ** 2
 
 
 class DDIMSolver:
@@ -64,6 +81,18 @@ class DiffusersSolver:
     told to expect eps (the sampler always hands eps, whatever the model predicts)."""
 
     fused_syncsde = False
+
+    def __new__(cls, scheduler: Any = None, num_steps: int = 1, **kw):
+        if cls is DiffusersSolver and scheduler is not None:
+            config = dict(getattr(scheduler, "config", scheduler) or {})
+            name = config.get("_class_name") or type(scheduler).__name__
+            if name in FLOW_SCHEDULERS:
+                return super().__new__(FlowMatchSolver)
+        return super().__new__(cls)
+
+    def callback_scale(self, info) -> float:
+        """diffusers' latents after this step are ``y / callback_scale``."""
+        return math.sqrt(info.abar_s) if self.space == "sigma" else 1.0
 
     def __init__(self, scheduler: Any, num_steps: int):
         import diffusers
@@ -156,3 +185,87 @@ class DiffusersSolver:
         new = copy.copy(self)
         new.scheduler = copy.deepcopy(self.scheduler, memo)
         return new
+
+
+class FlowMatchSolver(DiffusersSolver):
+    """Flow-matching Euler (SD3, FLUX) with the scheduler's own sigmas and timesteps.
+
+    The sampler's state stays variance preserving: ``y = x / s(sigma)`` with ``x = (1 - sigma)
+    x0 + sigma eps`` the flow latent (:func:`flow_level`), and the flow denoisers hand eps at
+    the same represented level, so every strategy's eps math (SyncSDE's conditional score,
+    Tweedie averages) applies unchanged. A step recovers x0 by Tweedie, the velocity with the
+    scheduler's true sigma, ``v = (x - x0) / sigma``, and moves ``x + (sigma_next - sigma) v``
+    exactly as ``FlowMatchEulerDiscreteScheduler.step`` (``stochastic_sampling``:
+    ``(1 - sigma_next) x0 + sigma_next z``). ``mu`` is FLUX's resolution-dependent shift."""
+
+    def __init__(self, scheduler: Any, num_steps: int, mu: float | None = None,
+                 sigmas: Any = None):
+        import diffusers
+
+        config = dict(getattr(scheduler, "config", scheduler))
+        cls_name = config.get("_class_name") or type(scheduler).__name__
+        if cls_name not in FLOW_SCHEDULERS:
+            raise ValueError(f"FlowMatchSolver drives {FLOW_SCHEDULERS}, got {cls_name}")
+        if int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps!r}")
+        if config.get("invert_sigmas", False):
+            raise ValueError(f"{cls_name} with invert_sigmas=True is not supported")
+        self.scheduler = getattr(diffusers, cls_name).from_config(config)
+        self.name = cls_name
+        self.space = "flow"
+        self.stateful = False
+        kw: dict = {}
+        if mu is not None:
+            kw["mu"] = float(mu)
+        if sigmas is not None:
+            kw["sigmas"] = list(sigmas)
+        elif self.scheduler.config.get("use_dynamic_shifting", False):
+            if mu is None:
+                raise ValueError(f"{cls_name} uses dynamic shifting: pass mu (FLUX computes it "
+                                 "from the image size)")
+            # FLUX's pipeline hands these sigmas with mu
+            import numpy as np
+
+            kw["sigmas"] = np.linspace(1.0, 1 / int(num_steps), int(num_steps)).tolist()
+        self.scheduler.set_timesteps(int(num_steps), **kw)
+        self.timesteps = [float(t) for t in self.scheduler.timesteps]
+        self.sigmas = [float(v) for v in self.scheduler.sigmas]
+        self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
+        self.stochastic = bool(self.scheduler.config.get("stochastic_sampling", False))
+        self.generator = None
+        # x_T = unit noise (flow pipelines do not scale it): y_0 = x_T / s(sigma_0)
+        self.initial_noise_scale = 1.0 / flow_level(self.sigmas[0])[1]
+
+    def _abar_at(self, k: int) -> float:
+        return flow_level(self.sigmas[k] if k < len(self.sigmas) else 0.0)[2]
+
+    def steps(self, eta: float = 0.0) -> list:
+        from syncsde.strategies import StepInfo
+
+        n = len(self.timesteps)
+        return [StepInfo(k, t, self.timesteps[k + 1] if k + 1 < n else 0.0, self._abar_at(k),
+                         self._abar_at(k + 1), eta, list(self.timesteps))
+                for k, t in enumerate(self.timesteps)]
+
+    def callback_scale(self, info) -> float:
+        return 1.0 / flow_level(self.sigmas[info.index + 1])[1]
+
+    def step(self, y, eps, info, noise, out=None):
+        k = info.index
+        sigma, sigma_next = self.sigmas[k], self.sigmas[k + 1]
+        _, s_t, a_t = flow_level(sigma)
+        _, s_n, _ = flow_level(sigma_next)
+        yf = y.float()
+        x0 = (yf - math.sqrt(1.0 - a_t) * eps.float()) / math.sqrt(a_t)  # Tweedie, eq. of flow_level
+        x = yf * s_t
+        if self.stochastic:
+            z = torch.randn(x.shape, generator=self.generator, dtype=torch.float32).to(x.device)
+            x_next = (1.0 - sigma_next) * x0 + sigma_next * z
+        else:
+            v = (x - x0) / sigma
+            x_next = x + (sigma_next - sigma) * v
+        y_next = (x_next / s_n).to(y.dtype)
+        if out is not None:
+            out.copy_(y_next)
+            return out
+        return y_next

@@ -205,8 +205,8 @@ def test_the_users_pipeline_is_not_modified_and_unsupported_families_are_refused
     with pytest.raises(ValueError, match="SDXL pipelines need both text encoders"):
         denoiser_from_pipeline(StableDiffusionXLPipeline(tm.sdxl_unet()))
 
-    class FluxPipeline:
+    class FluxFillPipeline:  # a transformer pipeline variant that is not supported
         transformer = object()
 
-    with pytest.raises(ValueError, match="FLUX"):
-        denoiser_from_pipeline(FluxPipeline())
+    with pytest.raises(ValueError, match="FluxFillPipeline: this transformer pipeline is not"):
+        denoiser_from_pipeline(FluxFillPipeline())
