@@ -384,7 +384,10 @@ def denoiser_from_pipeline(pipe, prompts=None, **kw):
     from syncsde.denoisers import diffusers_models as dm
 
     cached = _DENOISERS.get(pipe)
-    if cached is not None and prompts is None and not kw and cached.unet is pipe.unet \
+    model = getattr(pipe, "unet", None)
+    if model is None:
+        model = getattr(pipe, "transformer", None)
+    if cached is not None and prompts is None and not kw and cached.unet is model \
             and getattr(cached, "controlnet", None) is getattr(pipe, "controlnet", None):
         cached.device = _execution_device(pipe)
         cfg = pipe.scheduler.config

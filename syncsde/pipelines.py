@@ -810,10 +810,10 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
     if inversion not in INVERSION_SCHEMES:
         raise ValueError(f"inversion must be one of {INVERSION_SCHEMES}, got {inversion!r}")
     den = _resolve(model, StableDiffusionDenoiser)
-    if getattr(den, "window_condition", None) is not None:
-        raise ValueError(f"edit_image does not support {type(den).__name__}: the editing mask "
-                         "reads SD 1.x/2.x cross-attention of one text encoder; use an SD 1.x/2.x "
-                         "pipeline")
+    if not getattr(den, "supports_editing", True):
+        raise ValueError(f"edit_image does not support {type(den).__name__}: editing needs DDIM "
+                         "inversion and the editing mask reads SD 1.x/2.x UNet cross-attention "
+                         "of one text encoder; use an SD 1.x/2.x pipeline")
     if den.vae is None:
         raise ValueError("editing needs the VAE (pass a pipeline or a denoiser with vae=)")
     f = den.vae_scale_factor

@@ -320,3 +320,61 @@ def sdxl_pipeline(tmp: str | Path, force_zeros_for_empty_prompt: bool = True):
         force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ---- flow matching: SD3 and FLUX ------------------------------------------------------------
+def flow_vae(latent_channels: int = 4, seed: int = 0):
+    """A tiny VAE with SD3 / FLUX's latent shift and scale (factor 2)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(block_out_channels=[8, 8], in_channels=3, out_channels=3,
+                         down_block_types=["DownEncoderBlock2D"] * 2,
+                         up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=latent_channels,
+                         norm_num_groups=4, sample_size=32, shift_factor=0.0609,
+                         scaling_factor=1.5035, use_quant_conv=False,
+                         use_post_quant_conv=False).eval()
+
+
+def sd3_pipeline(tmp: str | Path, shift: float = 3.0):
+    """A tiny ``StableDiffusion3Pipeline``: two projected CLIP encoders (32 + 32 = 64-d hidden,
+    pooled 24 + 24 = 48), a 64-d T5, an SD3 transformer on 4-channel 16x16 latents."""
+    from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+
+    tok = clip_tokenizer(Path(tmp) / "clip")
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=4,
+                                        caption_projection_dim=32, joint_attention_dim=64,
+                                        pooled_projection_dim=48, out_channels=4).eval()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+        vae=flow_vae(), text_encoder=clip_text_encoder_with_projection(seed=1),
+        tokenizer=tok, text_encoder_2=clip_text_encoder_with_projection(seed=2), tokenizer_2=tok,
+        text_encoder_3=t5_encoder(d_model=64, seed=3), tokenizer_3=t5_tokenizer())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def flux_pipeline(tmp: str | Path, guidance_embeds: bool = True):
+    """A tiny ``FluxPipeline``: CLIP pooled (32-d) + T5 (32-d) text, a FLUX transformer on
+    packed 2x2 patches of a 4-channel latent (16 inputs), optional guidance embedding, and the
+    dynamic-shift scheduler of FLUX.1-dev."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1,
+                                         num_single_layers=1, attention_head_dim=16,
+                                         num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+                                         guidance_embeds=guidance_embeds).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(base_image_seq_len=256, base_shift=0.5,
+                                                max_image_seq_len=4096, max_shift=1.15,
+                                                shift=3.0, use_dynamic_shifting=True)
+    pipe = FluxPipeline(scheduler=scheduler, vae=flow_vae(), text_encoder=clip_text_encoder(seed=1),
+                        tokenizer=clip_tokenizer(Path(tmp) / "clip"),
+                        text_encoder_2=t5_encoder(d_model=32, seed=2), tokenizer_2=t5_tokenizer(),
+                        transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -122,6 +122,7 @@ class FlowMatchDenoiser(StableDiffusionDenoiser):
     represented level, the scheduler's ``mu``, the VAE's shift factor."""
 
     family = "flow"
+    supports_editing = False  # edit_image refuses it (see syncsde.pipelines.edit_image)
 
     def __init__(self, transformer, prompts: FlowPromptEncoder | None, scheduler=None, vae=None,
                  sample_size: int | None = None, **kw):

@@ -138,6 +138,7 @@ def _pair(v: Any, name: str) -> tuple[int, int]:
 
 class StableDiffusionXLDenoiser(StableDiffusionDenoiser):
     """SDXL UNet on latents ``[B, 4, h, w]`` with per-input size / crop conditioning."""
+    supports_editing = False  # edit_image refuses it (see syncsde.pipelines.edit_image)
 
     def __init__(self, unet, prompts: XLPromptEncoder | None, scheduler=None, vae=None, **kw):
         super().__init__(unet, prompts, scheduler, vae, **kw)
