@@ -139,3 +139,35 @@ def test_upscale_feeds_each_window_its_crop_of_the_resized_control(cn):
         for r in range(len(x)):
             t, l = offs[r % 2]
             assert torch.equal(c[r].float(), ctrl[:, t * F:t * F + 32, l * F:l * F + 32])
+
+
+def test_sdxl_windows_carry_their_crop_in_add_time_ids(tmp_path):
+    """SDXL conditions on the crop: every window's add_time_ids row is (canvas size, its own
+    pixel offset, window size), on both CFG halves, for regions and for upscaling."""
+    from syncsde.tasks.upscale import upscale_image
+
+    den = denoiser_from_pipeline(tm.sdxl_pipeline(tmp_path / "xl"))
+    rows = []
+    inner = den._unet
+
+    def recording(x, t, emb, **kw):
+        rows.append(kw["added_cond_kwargs"]["time_ids"].clone())
+        return inner(x, t, emb, **kw)
+
+    den._unet = recording
+    lay = {"width": 80, "height": 32, "background": "a beach",
+           "regions": [{"prompt": "a red car", "box": [0, 0, 40, 32]}]}
+    res = regions_image(den, lay, strategy="syncsde", num_inference_steps=2, guidance_scale=3.0,
+                        progress=False)
+    assert res.images[0].size == (80, 32) and rows
+    want = torch.tensor([[32, 80, 0, left, 32, 32] for left in (0, 16, 32, 48)], dtype=torch.float32)
+    for r in rows:
+        assert len(r) % 4 == 0
+        torch.testing.assert_close(r.float(), want.repeat(len(r) // 4, 1))
+    rows.clear()
+    up = upscale_image(den, torch.rand(3, 16, 24), 2, "a beach", strength=0.5, start="inversion",
+                       num_inference_steps=2, progress=False)
+    assert up.images[0].size == (48, 32) and rows
+    want = torch.tensor([[32, 48, 0, left, 32, 32] for left in (0, 16)], dtype=torch.float32)
+    for r in rows:
+        torch.testing.assert_close(r.float(), want.repeat(len(r) // 2, 1))

@@ -17,7 +17,7 @@ import torch
 from syncsde.sampler import Problem
 from syncsde.views import WindowViews
 
-__all__ = ["window_control_crops", "with_window_control"]
+__all__ = ["window_control_crops", "with_window_control", "with_window_crop_conditions"]
 
 
 def _control_tensor(control: Any, name: str = "control_image") -> torch.Tensor:
@@ -78,4 +78,28 @@ def with_window_control(problem: Problem, control: Any, factor: int = 1,
     problem.cond = [ImagePrompt(c, im, s) for c, im in zip(problem.cond, crops)]
     neg = problem.negative if problem.negative is not None else [None] * len(crops)
     problem.negative = [ImagePrompt(c, im, s) for c, im in zip(neg, crops)]
+    return problem
+
+
+def with_window_crop_conditions(den: Any, problem: Problem, factor: int) -> Problem:
+    """For models that condition on the crop (SDXL's ``add_time_ids``: the denoiser has a
+    ``window_condition(prompt, crop, size, canvas)`` hook): every view's condition and negative
+    carry the window's pixel offset, its size and the canvas size; the negative branch gets the
+    same crop (diffusers' ``negative_add_time_ids``). Other models: unchanged. In place."""
+    hook = getattr(den, "window_condition", None)
+    views = problem.views
+    if hook is None or not isinstance(views, WindowViews):
+        return problem
+    f = int(factor)
+    _, H, W = views.canvas_shape
+    size = (views.size[0] * f, views.size[1] * f)
+    canvas = (H * f, W * f)
+
+    def per_view(conds):
+        return [hook(c, (int(t) * f, int(l) * f), size, canvas)
+                for c, (t, l) in zip(conds, views.offsets.tolist())]
+
+    problem.cond = per_view(problem.cond)
+    problem.negative = per_view(problem.negative if problem.negative is not None
+                                else [None] * views.num_views)
     return problem

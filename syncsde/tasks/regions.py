@@ -497,7 +497,7 @@ def regions_image(model, layout: Layout | dict | str | os.PathLike, *,
     from syncsde.denoisers.diffusers_models import ControlNetDenoiser, load_image, pil_to_tensor, to_pil
     from syncsde.pipelines import PipelineResult, make_task_strategy, sampling_schedule
     from syncsde.sampler import sample
-    from syncsde.tasks.control_windows import with_window_control
+    from syncsde.tasks.control_windows import with_window_control, with_window_crop_conditions
     from syncsde.tasks.runner import resolve_denoiser
 
     if not isinstance(layout, Layout):
@@ -527,6 +527,7 @@ def regions_image(model, layout: Layout | dict | str | os.PathLike, *,
                               combined_layer=correlated and bool(regions), feather=layout.feather,
                               gaussian=layout.gaussian, init=init)
     info = problem.region_info
+    with_window_crop_conditions(den, problem, f)  # SDXL: each window's crop in add_time_ids
     if control_image is None and layout.control is not None:
         path = Path(layout.control)
         control_image = path if path.is_absolute() else Path(layout.base_dir) / path

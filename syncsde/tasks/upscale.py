@@ -68,17 +68,19 @@ def window_inversion(x0: torch.Tensor, denoiser: Any, views: ViewSet, cond: Any,
                      max_batch: int | None = None) -> torch.Tensor:
     """DDIM inversion of a canvas ``x0 [C, H, W]`` to the first level of ``schedule``; the eps of
     every step is the coverage-average of the windows' eps (equals
-    :func:`syncsde.sampler.invert` for one window covering the canvas)."""
+    :func:`syncsde.sampler.invert` for one window covering the canvas). ``cond``: one condition
+    for all windows or a list with one per view (control crops, SDXL crop conditions)."""
     from tqdm.auto import tqdm
 
     from syncsde.denoisers.base import predict_eps
 
     x = x0.clone()
     n = views.num_views
+    conds = list(cond) if isinstance(cond, (list, tuple)) and len(cond) == n else [cond] * n
     for t_eval, a_eval, a_from, a_to in tqdm(inversion_steps(schedule, "ddim"), desc="inversion",
                                              disable=not progress, leave=False):
         y = views.forward(x)
-        eps = predict_eps(denoiser, y, t_eval, a_eval, [cond] * n, None, 1.0, max_batch)
+        eps = predict_eps(denoiser, y, t_eval, a_eval, conds, None, 1.0, max_batch)
         x = ops.ddim_step(x, views.average(eps), a_from, a_to, out=x)
     return x
 
@@ -150,7 +152,7 @@ def upscale_image(model, image: Any, scale: float = 2, prompt: str = "",
     from syncsde.denoisers.tiled_vae import tiled_decode, tiled_encode
     from syncsde.pipelines import PipelineResult, load_mask, make_task_strategy
     from syncsde.sampler import sample
-    from syncsde.tasks.control_windows import with_window_control
+    from syncsde.tasks.control_windows import with_window_control, with_window_crop_conditions
     from syncsde.tasks.runner import resolve_denoiser
     from syncsde.tasks.wide import wide_problem
 
@@ -180,6 +182,7 @@ def upscale_image(model, image: Any, scale: float = 2, prompt: str = "",
     C = x0.shape[0]
     problem = wide_problem((C, h, w), (min(win, h), min(win, w)), (st, st), cond=prompt,
                            negative=negative_prompt)
+    with_window_crop_conditions(den, problem, f)  # SDXL: each window's crop in add_time_ids
     if control_image is not None:
         if not isinstance(den, ControlNetDenoiser):
             raise ValueError("a control image needs a ControlNet model")
@@ -201,7 +204,7 @@ def upscale_image(model, image: Any, scale: float = 2, prompt: str = "",
                         dtype=torch.float32)
         x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * n
     else:
-        x_t = window_inversion(x0.to(den.device), den, problem.views, prompt, sched,
+        x_t = window_inversion(x0.to(den.device), den, problem.views, list(problem.cond), sched,
                                progress=progress, max_batch=max_batch).float().cpu()
     eps0 = (x_t - math.sqrt(a) * x0) / math.sqrt(1 - a)
     problem.initial_canvas = x_t
