@@ -16,7 +16,8 @@ upscale: procedural 32x32 scenes (the generator's own images), x2 to 64x64 with 
 strength 0.5. Content kept: LPIPS-style distance (scenes-classifier feature maps) between the
 result downsampled to 32x32 and the input, and the classifier's attribute agreement with the
 input's true attributes on the downsampled result; detail: KID x1000 (scenes features) of the
-four 32x32 crops of each result against generator scenes; seconds per image. Bicubic resizing
+four 32x32 crops of each result against the four crops of 64 generator scenes rendered at 64x64
+(the same zoom); seconds per image. Bicubic resizing
 is the no-diffusion baseline.
 """
 from __future__ import annotations
@@ -187,11 +188,12 @@ def run_upscale(args) -> dict:
                           for s in scenes])
     if inputs.max() > 1.5:
         inputs = inputs / 255.0
-    ref_specs = [random_spec(scene_rng(99, i)) for i in range(256)]
-    ref_imgs, _ = render_batch(ref_specs, 32, 32, seed=99)
+    ref_specs = [random_spec(scene_rng(99, i)) for i in range(64)]
+    ref_imgs, _ = render_batch(ref_specs, 64, 64, seed=99)  # the scenes at the output size
     ref = torch.from_numpy(np.asarray(ref_imgs, np.float32)).permute(0, 3, 1, 2)
     if ref.max() > 1.5:
         ref = ref / 255.0
+    ref = torch.cat([ref[..., :32, :32], ref[..., :32, 32:], ref[..., 32:, :32], ref[..., 32:, 32:]])
     ref_feats = net.features(ref).numpy()
 
     def score(label, outs, secs):
