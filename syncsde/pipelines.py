@@ -92,7 +92,8 @@ def _resolve(model, want: type, **load_kw):
         model = load_pipeline(str(model), **load_kw)
     den = model if isinstance(model, (UNetDenoiser, MDMDenoiser)) else denoiser_from_pipeline(model)
     if not isinstance(den, want):
-        raise TypeError(f"this task needs a {want.__name__} (got {type(den).__name__})")
+        names = " or ".join(w.__name__ for w in (want if isinstance(want, tuple) else (want,)))
+        raise TypeError(f"this task needs a {names} (got {type(den).__name__})")
     return den
 
 
@@ -940,7 +941,12 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
         if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
             raise ValueError("ambiguous_image takes one CPU torch.Generator as generator")
         seed = generator
-    den1 = _resolve(stage1, IFDenoiser)
+    den1 = _resolve(stage1, (IFDenoiser, StableDiffusionDenoiser))
+    if not isinstance(den1, IFDenoiser):
+        raise TypeError(f"ambiguous_image needs a pixel-space IFDenoiser (DeepFloyd IF, the "
+                        f"scenes model); {type(den1).__name__} samples VAE latents, and a "
+                        "rotated or flipped latent is not the latent of the rotated image (the "
+                        "views are not latent-safe)")
     S = den1.sample_size
     C = den1.unet.config.in_channels
     pmap = PixelMap.parse(view)

@@ -37,6 +37,7 @@ SUPPORTED_SCHEDULERS = {
     "DPMSolverMultistepScheduler": "vp",
     "EulerDiscreteScheduler": "sigma",
     "EulerAncestralDiscreteScheduler": "sigma",
+    "LCMScheduler": "vp",  # few-step consistency sampling (LCM, LCM-LoRA)
 }
 
 
@@ -166,7 +167,7 @@ class DiffusersSolver:
         x = y / scale_t if scale_t != 1.0 else y
         if self.space == "sigma":
             sch.scale_model_input(x, sch.timesteps[info.index])  # marks the input as scaled (diffusers checks it)
-        kw = {"generator": generator} if self.name in ("DDPMScheduler",
+        kw = {"generator": generator} if self.name in ("DDPMScheduler", "LCMScheduler",
                                                        "EulerAncestralDiscreteScheduler") else {}
         if self.name == "DDIMScheduler":
             kw = {"eta": info.eta, "generator": generator}

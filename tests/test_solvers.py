@@ -210,3 +210,26 @@ def test_the_users_pipeline_is_not_modified_and_unsupported_families_are_refused
 
     with pytest.raises(ValueError, match="FluxFillPipeline: this transformer pipeline is not"):
         denoiser_from_pipeline(FluxFillPipeline())
+
+
+def test_lcm_few_step_models(sd, tmp_path):
+    """LCMScheduler on a plain UNet (LCM-LoRA style, guidance <= 1) and on an LCM-distilled UNet
+    that embeds the guidance scale instead of running CFG: both equal StableDiffusionPipeline."""
+    def ours_and_ref(pipe, guidance):
+        g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+        ours = P.wide_image(pipe, "a photo of a cat", height=32, width=32, window=32,
+                            strategy="independent", num_inference_steps=4, progress=False,
+                            guidance_scale=guidance, output_type="latent", generator=g())
+        ref = pipe("a photo of a cat", height=32, width=32, num_inference_steps=4,
+                   guidance_scale=guidance, output_type="latent", generator=g()).images
+        assert ours.settings["scheduler"] == "LCMScheduler"
+        assert float((ours.images - ref).abs().max()) <= 1e-4 * max(1.0, float(ref.abs().max()))
+        return ref
+
+    sd.scheduler = diffusers.LCMScheduler(**SD_BETAS)
+    ours_and_ref(sd, 1.0)
+    lcm = tm.lcm_pipeline(tmp_path)
+    a, b = ours_and_ref(lcm, 2.0), ours_and_ref(lcm, 6.0)
+    assert float((a - b).abs().max()) > 1e-3  # the embedded guidance reaches the UNet
+    den = denoiser_from_pipeline(lcm)
+    assert den.guidance_plan(6.0, True, None) == 1.0  # no CFG branch for such UNets

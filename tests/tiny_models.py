@@ -378,3 +378,24 @@ def flux_pipeline(tmp: str | Path, guidance_embeds: bool = True):
                         transformer=transformer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# ---- few-step models ------------------------------------------------------------------------
+def lcm_pipeline(tmp: str | Path):
+    """A tiny LCM-distilled SD pipeline: the UNet embeds the guidance scale
+    (``time_cond_proj_dim``) and the scheduler is ``LCMScheduler``."""
+    from diffusers import LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+        norm_num_groups=4, attention_head_dim=2, time_cond_proj_dim=8).eval()
+    pipe = StableDiffusionPipeline(
+        vae=vae(), text_encoder=clip_text_encoder(), tokenizer=clip_tokenizer(Path(tmp) / "clip"),
+        unet=unet, scheduler=LCMScheduler(beta_start=0.00085, beta_end=0.012,
+                                          beta_schedule="scaled_linear"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -308,10 +308,43 @@ class UNetDenoiser:
             raise ValueError("this denoiser has no text encoder: pass prompt embeddings as tensors")
         return self.prompts(prompts, device=self.device, dtype=self.dtype)
 
+    # LCM-distilled UNets (``time_cond_proj_dim``) embed the guidance scale instead of running
+    # classifier-free guidance; the task functions set it through guidance_plan
+    guidance_embedding: float | None = None
+
+    def guidance_plan(self, guidance_scale: float, has_negative: bool,
+                      true_cfg_scale: float | None) -> float:
+        """The CFG scale of the run: the task's, or 1 for a UNet that embeds the guidance
+        (diffusers: ``w - 1`` through ``get_guidance_scale_embedding``, no CFG)."""
+        if true_cfg_scale is not None:
+            raise ValueError("true_cfg_scale applies to FLUX pipelines only")
+        if getattr(self.unet.config, "time_cond_proj_dim", None) is not None:
+            self.guidance_embedding = float(guidance_scale)
+            return 1.0
+        return float(guidance_scale)
+
+    def _timestep_cond(self, n: int, device, dtype):
+        dim = getattr(self.unet.config, "time_cond_proj_dim", None)
+        if dim is None or self.guidance_embedding is None:
+            return None
+        # the sinusoidal embedding of 1000 (w - 1), as StableDiffusionPipeline's
+        w = torch.full((n,), (self.guidance_embedding - 1.0) * 1000.0, dtype=torch.float32)
+        half = int(dim) // 2
+        freq = torch.exp(torch.arange(half, dtype=torch.float32)
+                         * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+        emb = w[:, None] * freq[None, :]
+        emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+        if int(dim) % 2:
+            emb = torch.nn.functional.pad(emb, (0, 1))
+        return emb.to(device=device, dtype=dtype)
+
     def _unet(self, x, t, emb, **kw):
         self.calls += 1
         if self.cross_attention_kwargs is not None:
             kw.setdefault("cross_attention_kwargs", self.cross_attention_kwargs)
+        cond = self._timestep_cond(len(x), x.device, x.dtype)
+        if cond is not None:
+            kw.setdefault("timestep_cond", cond)
         return self.unet(x, t, encoder_hidden_states=emb, return_dict=False, **kw)[0]
 
     def _forward(self, x, t, prompts, images):  # pragma: no cover - interface
