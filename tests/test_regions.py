@@ -272,3 +272,36 @@ def test_cli_regions_bad_layout_fails_before_loading(tmp_path, capsys):
     (tmp_path / "l.json").write_text(json.dumps({**GOOD, "regions": [{"prompt": "a", "box": [0, 0, 99, 5]}]}))
     assert main(["regions", str(tmp_path / "l.json"), "--model", str(tmp_path / "no-model")]) == 2
     assert "'regions[0].box'" in capsys.readouterr().err
+
+
+def test_gaussian_window_weights_and_feathering_match_numpy():
+    import math
+
+    C, H, W = 1, 8, 20
+    m = torch.zeros(H, W)
+    m[2:6, 3:11] = 1
+    p = regions_problem((C, H, W), [Region(m, "a", 2.0)], "bg", window=8, stride=6, gaussian=True)
+    offs = p.views.offsets[:p.region_info["windows"]].tolist()
+
+    def axis(n):
+        return np.array([math.exp(-((x - (n - 1) / 2) / n) ** 2 / 0.02) / math.sqrt(2 * math.pi * 0.01)
+                         for x in range(n)])
+    g = np.outer(axis(8), axis(8))
+    for wi, (t0, l0) in enumerate(offs):
+        bg = np.clip(1 - m.numpy(), 0, 1)[t0:t0 + 8, l0:l0 + 8]
+        np.testing.assert_allclose(p.weights[wi, 0].numpy(), bg * g, rtol=1e-5)
+        np.testing.assert_allclose(p.weights[len(offs) + wi, 0].numpy(),
+                                   2.0 * m.numpy()[t0:t0 + 8, l0:l0 + 8] * g, rtol=1e-5)
+    # feathering: the mask blurred by a normalised Gaussian (radius ceil(3 sigma), edges replicated)
+    sigma = 1.3
+    q = regions_problem((C, H, W), [Region(m, "a")], "bg", feather=sigma)
+    r = math.ceil(3 * sigma)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    a = m.numpy().astype(np.float64)
+    want = np.zeros_like(a)
+    for y in range(H):
+        for x in range(W):
+            want[y, x] = sum(k[i] * k[j] * a[min(max(y + i - r, 0), H - 1), min(max(x + j - r, 0), W - 1)]
+                             for i in range(2 * r + 1) for j in range(2 * r + 1))
+    np.testing.assert_allclose(q.region_info["masks"][0].numpy(), want, atol=1e-5)
