@@ -777,7 +777,8 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
                decode_reconstruction: bool = False, strategy_options: dict | None = None,
                callback: Callable | None = None, inversion: str | None = None,
                captioner: Callable[[Any], str] | None = None, xt_cache: str | None = None,
-               authors_compat: bool = False) -> PipelineResult:
+               authors_compat: bool = False, generator: Any = None,
+               output_type: str = "pil") -> PipelineResult:
     """Text-driven editing of a real image (authors: SD 1.4, CFG 5, 50 steps, tau 0.3).
 
     1. The image (path, PIL, array) is resized to the model size and VAE-encoded (a posterior
@@ -801,7 +802,18 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
     authors' inversion and uncapped pull. Editing always samples with DDIM built from the
     pipeline's scheduler config (DDIM inversion and its reconstruction need DDIM's deterministic
     map); ``settings["scheduler"]`` says so.
+
+    diffusers' conventions: ``generator`` (one CPU ``torch.Generator``; its seed is used where
+    ``seed`` is: the VAE posterior sample and the target trajectory's noise) and
+    ``output_type`` (pil / np / pt / latent).
     """
+    from syncsde.conventions import check_output_type, format_images
+
+    check_output_type(output_type)
+    if generator is not None:
+        if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+            raise ValueError("edit_image takes one CPU torch.Generator as generator")
+        seed = int(generator.initial_seed())
     from syncsde.editing import (image_digest, load_inversion, match_source_word,
                                  replace_matched_word, save_inversion)
     from syncsde.sampler import INVERSION_SCHEMES, invert
@@ -877,7 +889,12 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
                  seed=seed, device=den.device, progress=progress, callback=callback)
     latents = res.output
     decode = torch.stack([latents, res.views[0]]) if decode_reconstruction else latents
-    images, tensors = _decode(den, decode)
+    batch = decode if decode.dim() == 4 else decode[None]
+    if output_type == "latent":
+        images, tensors = batch, None
+    else:
+        _, tensors = _decode(den, batch)
+        images = format_images(tensors, batch, output_type)
     settings = dict(task="edit", model=_model_name(den.unet), source_prompt=source_prompt,
                     target_prompt=target_prompt, source_word=source_word, target_word=target_word,
                     height=height, width=width, strategy=res.strategy, inv_lambda=inv_lambda,

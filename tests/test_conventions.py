@@ -305,3 +305,18 @@ def test_sync_pipeline_wraps_without_mutating(sd):
         sync("a cat", task="video")
     with pytest.raises(ValueError, match="mask="):
         sync("a cat", task="mask")
+
+
+def test_edit_generator_and_output_type(sd):
+    img = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    kw = dict(source_prompt="a photo of a cat", target_prompt="a photo of a dog",
+              mask=torch.ones(16, 16), num_inference_steps=2, progress=False)
+    by_seed = P.edit_image(sd, img, seed=4, output_type="pt", **kw)
+    by_gen = P.edit_image(sd, img, generator=torch.Generator().manual_seed(4), output_type="pt",
+                          **kw)
+    assert by_gen.images.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(by_gen.images, by_seed.images, atol=0, rtol=0)
+    lat = P.edit_image(sd, img, seed=4, output_type="latent", **kw)
+    torch.testing.assert_close(lat.images[0], by_seed.latents, atol=0, rtol=0)
+    pil = P.edit_image(sd, img, seed=4, **kw)
+    assert len(pil.images) == 1 and pil.images[0].size == (32, 32)
