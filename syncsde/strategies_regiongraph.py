@@ -24,6 +24,7 @@ apart into two arcs are refused (windows wider than half the canvas).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,10 +123,28 @@ class RegionGraph(Strategy):
     """``eps(X) = sum_R c_R P_R^T eps(P_R X)`` over the region graph of the windows (module
     docstring). Canvas init; every view then steps with the crop of the composed canvas eps,
     so views stay consistent. Extra model inputs per step: the non-window regions with
-    ``c_R != 0``, batched by region size."""
+    ``c_R != 0``, batched by region size.
+
+    ``corrector_steps = K > 0`` adds K unadjusted Langevin moves on the canvas with the composed
+    score before each step, ``X <- X - h eps(X) / sqrt(1 - abar_t) + sqrt(2 h) z`` with
+    ``h = snr (1 - abar_t)`` (noise from a generator seeded with ``seed``): annealed MCMC on the
+    path of composed laws, which ends at the exact law where (1) is exact at t = 0 (Markov
+    fields; docs/composition.md). Each move costs one more set of region inputs.
+    """
 
     name = "regiongraph"
     init = "canvas"
+
+    def __init__(self, corrector_steps: int = 0, snr: float = 0.5, seed: int = 0):
+        if not (isinstance(corrector_steps, int) and corrector_steps >= 0):
+            raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
+        if not (isinstance(snr, (int, float)) and 0 < snr < float("inf")):
+            raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
+        self.corrector_steps, self.snr, self.seed = corrector_steps, float(snr), int(seed)
+
+    def __repr__(self) -> str:
+        return (f"RegionGraph(corrector_steps={self.corrector_steps}, snr={self.snr}, "
+                f"seed={self.seed})")
 
     def prepare(self, run):
         views = run.views
@@ -140,21 +159,36 @@ class RegionGraph(Strategy):
             sub = WindowViews(views.canvas_shape, (rh, rw), offs, views.circular)
             coef = torch.tensor([float(c) for _, c, _ in items], dtype=run.dtype, device=run.device)
             self._groups.append((sub, coef, [o for _, _, o in items]))
+        self._gen = torch.Generator().manual_seed(self.seed)
 
     @property
     def extra_inputs_per_step(self) -> int:
         return sum(len(o) for _, _, o in self._groups)
 
-    def step(self, run, y, eps, info, noise):
-        views = run.views
-        x = views.average(y)
-        eps_canvas = views.adjoint(eps)
+    def _compose(self, run, x, eps, info):
+        """Canvas eps (1) from the windows' eps and the other regions' model calls."""
+        eps_canvas = run.views.adjoint(eps)
         for sub, coef, owners in self._groups:
             xs = sub.forward(x)
             neg = None if run.negative is None else [run.negative[i] for i in owners]
             es = run.predict_eps(xs, info.t, info.abar_t, [run.cond[i] for i in owners], neg)
             es = es * coef.reshape((-1,) + (1,) * (es.dim() - 1))
             eps_canvas += sub.adjoint(es)
+        return eps_canvas
+
+    def step(self, run, y, eps, info, noise):
+        views = run.views
+        x = views.average(y)
+        eps_canvas = self._compose(run, x, eps, info)
+        a = info.abar_t
+        if self.corrector_steps and a < 1.0:
+            h = self.snr * (1.0 - a)
+            for _ in range(self.corrector_steps):
+                z = torch.randn(x.shape, generator=self._gen, dtype=torch.float32).to(x)
+                x = x - (h / math.sqrt(1.0 - a)) * eps_canvas + math.sqrt(2.0 * h) * z
+                y = views.forward(x, out=y)
+                eps = run.predict_eps(y, info.t, a, run.cond, run.negative)
+                eps_canvas = self._compose(run, x, eps, info)
         eps = views.forward(eps_canvas, out=eps)
         return run.solver.step(y, eps, info, noise, out=y)
 
