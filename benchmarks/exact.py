@@ -95,6 +95,12 @@ def main(argv=None) -> dict:
     return results
 
 
+# issue-13 strategies added to the --exact-laws table (docs/composition.md)
+NEW_STRATEGIES = {"regiongraph": ("regiongraph", {}),
+                  "regiongraph K3": ("regiongraph", {"corrector_steps": 3, "snr": 0.5}),
+                  "poe K3": ("poe", {"corrector_steps": 3, "snr": 0.5})}
+
+
 def _tasks(arg: str) -> list[str]:
     names = [t for t in arg.split(",") if t]
     bad = [t for t in names if t not in TASKS]
@@ -151,12 +157,15 @@ def exact_modes(args) -> dict:
         for tname in _tasks(args.tasks):
             task = TASKS[tname](schedule)
             row = {}
-            items = list(STRATEGIES.items()) + [("oracle", ("independent", {}))]
+            items = list(STRATEGIES.items()) + list(NEW_STRATEGIES.items()) + \
+                [("oracle", ("independent", {}))]
             for label, (name, opts) in items:
                 if label == "syncsde_tuned":
                     opts = dict(opts, **task.syncsde_options)
-                if name == "collage" and not task.seams:
-                    continue
+                if name in ("collage", "regiongraph") and not task.seams:
+                    continue  # window tasks only
+                if name == "poe" and tname != "ambiguous":
+                    continue  # its target is the product of the views' laws: the illusion task
                 prob, den = task.problem, task.denoiser
                 if label == "oracle":
                     from syncsde.benchmark import _oracle_problem
@@ -164,11 +173,14 @@ def exact_modes(args) -> dict:
 
                     prob = _oracle_problem(tuple(task.target.event_shape))
                     den = PriorDenoiser({"target": task.target}, schedule.abar)
-                try:
-                    law = push_forward_law(prob, den, name, schedule, guidance_scale=task.guidance, **opts)
-                    ex = gaussian_w2(law, task.target)
-                except ValueError:
-                    ex = None  # not affine: mixture prompts (mask), gradient guidance
+                ex = None  # not affine: Langevin correctors, mixture prompts (mask), gradient guidance
+                if not opts.get("corrector_steps"):
+                    try:
+                        law = push_forward_law(prob, den, name, schedule, guidance_scale=task.guidance,
+                                               **opts)
+                        ex = gaussian_w2(law, task.target)
+                    except ValueError:
+                        pass
                 r = sample(prob, den, name, schedule, seed=args.seed, batch=n,
                            guidance_scale=task.guidance, progress=False, **opts)
                 o = r.output if r.output.dim() > len(task.target.event_shape) else r.output[None]
@@ -180,7 +192,7 @@ def exact_modes(args) -> dict:
             res[tname] = row
         print(f"\nexact W2 (sampled, {n} samples), {steps} steps; "
               f"{time.perf_counter() - t0:.0f}s\n")
-        labels = list(next(iter(res.values())))
+        labels = list(dict.fromkeys(k for row in res.values() for k in row if k != "oracle")) + ["oracle"]
         print("| strategy | " + " | ".join(res) + " |\n|---|" + "---|" * len(res))
         for lab in labels:
             cells = []
