@@ -251,8 +251,10 @@ def _explicit(gens, shape, init, batch, noise_scale, seed) -> GeneratorPlan:
 def apply_plan(problem: Any, plan: GeneratorPlan) -> None:
     if plan.canvas is not None:
         problem.initial_canvas = plan.canvas
-    if plan.views is not None:
+    if plan.views is not None:  # views the task already fixed (e.g. an inverted x_T) stay
+        given = dict(problem.initial_views)
         problem.initial_views = {i: plan.views[i] for i in range(len(plan.views))}
+        problem.initial_views.update(given)
 
 
 # ---- callback_on_step_end -------------------------------------------------------------------

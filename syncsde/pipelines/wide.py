@@ -1,0 +1,102 @@
+"""Wide images and panoramas: windows of one canvas (:func:`wide_image`)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from syncsde.denoisers.diffusers_models import StableDiffusionDenoiser
+from syncsde.pipelines.common import (
+    PipelineResult, _decode, _describe, _finish_images, _guidance, _latent_channels,
+    _latent_size, _model_name, _prompts, _resolve, _sample_task, _scheduler_name,
+    _seed_setting, _window_conditions, decode_circular, make_task_strategy, sampling_schedule)
+from syncsde.strategies import Strategy
+
+
+# ---- wide images --------------------------------------------------------------------------
+def wide_image(model, prompt: str | list | None = None, height: int | None = None,
+               width: int | None = None, negative_prompt: str | list | None = None, *,
+               window: int | None = None,
+               stride: int | None = None, circular: bool = False,
+               strategy: str | Strategy = "syncsde", inv_lambda: float = 5.0,
+               num_inference_steps: int = 50, guidance_scale: float = 7.5, eta: float = 0.0,
+               seed: int = 0, progress: bool = True, max_batch: int | None = None,
+               decode: bool = True, strategy_options: dict | None = None,
+               callback: Callable | None = None, init: str = "canvas",
+               decode_windows: bool = False, authors_compat: bool = False,
+               scheduler: Any = "pipeline", generator: Any = None,
+               num_images_per_prompt: int = 1, output_type: str = "pil", latents: Any = None,
+               callback_on_step_end: Callable | None = None,
+               callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
+               prompt_embeds: Any = None, negative_prompt_embeds: Any = None,
+               pooled_prompt_embeds: Any = None, negative_pooled_prompt_embeds: Any = None,
+               clip_skip: int | None = None, true_cfg_scale: float | None = None,
+               _control: Any = None) -> PipelineResult:
+    """A wide image from SD windows (authors: SD2-base, 512x2048, CFG 7.5, 50 steps).
+
+    ``init="canvas"`` crops every window's initial noise from one canvas-sized map (the authors'
+    README setting, ``--init_xt_from_zt``); ``"independent"`` draws each window's noise on its
+    own (their script's default; canonical strategies such as MultiDiffusion still start from
+    one canvas). ``decode_windows`` also decodes every window's own final latent
+    (``extras["window_images"]``). ``authors_compat`` selects the authors' uncapped pull.
+
+    ``height`` defaults to the model's native size and ``width`` to four times it (512 x 2048
+    for SD2-base, 32 x 128 for the scenes model). ``window`` / ``stride`` are in pixels
+    (default: the model's native size and a quarter of it: 512 / 128 for SD2-base, i.e. 64 / 16 latent columns; for 768-px models such as SD 2
+    pass ``height=768``). The initial noise of all windows
+    is cropped from one canvas-sized map. With ``syncsde`` each window is pulled to the windows
+    before it and later windows go on top; the whole latent is decoded once.
+
+    diffusers' conventions (:mod:`syncsde.conventions`): ``prompt`` may be a list (a batch),
+    ``num_images_per_prompt``, ``generator`` (one or a list; overrides ``seed``), ``latents``,
+    ``output_type`` (pil / np / pt / latent), ``callback_on_step_end`` with
+    ``callback_on_step_end_tensor_inputs``, ``prompt_embeds`` / ``negative_prompt_embeds``
+    (SDXL also ``pooled_prompt_embeds``), ``clip_skip``; ``guidance_scale <= 1`` means no CFG.
+    With a batch, ``latents`` is ``[B, C, h, w]`` and ``images`` has B entries. SDXL windows
+    get their own ``crops_coords_top_left`` (the window offset in pixels).
+    """
+    from syncsde.tasks import wide_problem
+
+    den = _resolve(model, StableDiffusionDenoiser)
+    native = den.sample_size * den.vae_scale_factor
+    height = native if height is None else height
+    width = 4 * native if width is None else width
+    h, w = _latent_size(den, height, width)
+    f = den.vae_scale_factor
+    win = den.sample_size if window is None else int(window) // f
+    st = max(1, win // 4) if stride is None else int(stride) // f
+    C = _latent_channels(den)
+    pb = _prompts(den, prompt, negative_prompt, num_images_per_prompt, prompt_embeds,
+                  negative_prompt_embeds, clip_skip,
+                  extra=dict(pooled_prompt_embeds=pooled_prompt_embeds,
+                             negative_pooled_prompt_embeds=negative_pooled_prompt_embeds))
+    problem = wide_problem((C, h, w), (min(win, h), win), (st, st), cond=pb.cond(),
+                           negative=pb.negative(), circular=circular)
+    _window_conditions(den, problem, f)
+    if init not in ("canvas", "independent"):
+        raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
+    problem.init = init
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
+    sched = sampling_schedule(den, num_inference_steps, scheduler, problem.views.view_shape[-2:])
+    batch = pb.size if pb.batched else None
+    cfg = _guidance(den, guidance_scale, pb.negatives is not None, true_cfg_scale)
+    res = _sample_task(den, problem, strat, sched, guidance_scale=cfg, eta=eta,
+                       seed=seed, generator=generator, latents=latents, batch=batch,
+                       progress=progress, max_batch=max_batch, callback=callback,
+                       callback_on_step_end=callback_on_step_end,
+                       tensor_inputs=callback_on_step_end_tensor_inputs, control=_control)
+    latents_out = res.output
+    decoder = (lambda z: decode_circular(den, z)) if circular else None
+    images, tensors = _finish_images(den, latents_out, output_type, batch is not None, decode,
+                                     decoder)
+    extras: dict[str, Any] = {}
+    if decode_windows:
+        wv = res.views.reshape(-1, *res.views.shape[-3:])
+        extras["window_images"], extras["window_tensors"] = _decode(den, wv)
+    settings = dict(task="wide", model=_model_name(den.unet), prompt=_describe(prompt),
+                    negative_prompt=_describe(negative_prompt), height=height, width=width,
+                    window=win * f, stride=st * f, circular=circular, strategy=res.strategy,
+                    inv_lambda=inv_lambda, num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale, eta=eta, seed=_seed_setting(seed, generator),
+                    init=init, scheduler=_scheduler_name(sched),
+                    authors_compat=authors_compat, num_views=problem.views.num_views,
+                    num_images=pb.size, output_type=output_type, steps_run=res.steps)
+    return PipelineResult(images, tensors, latents_out, res, settings, extras)
