@@ -8,7 +8,8 @@ from syncsde.denoisers.base import Denoiser, FunctionDenoiser, predict_eps
 
 __all__ = ["Denoiser", "FunctionDenoiser", "predict_eps", "StableDiffusionDenoiser",
            "ControlNetDenoiser", "IFDenoiser", "IFSuperResolutionDenoiser", "MDMDenoiser",
-           "ImagePrompt", "PromptEncoder"]
+           "ImagePrompt", "PromptEncoder", "StableDiffusionXLDenoiser", "SD3Denoiser",
+           "FluxDenoiser"]
 
 _LAZY = {
     "StableDiffusionDenoiser": "syncsde.denoisers.diffusers_models",
@@ -18,6 +19,9 @@ _LAZY = {
     "ImagePrompt": "syncsde.denoisers.diffusers_models",
     "PromptEncoder": "syncsde.denoisers.diffusers_models",
     "MDMDenoiser": "syncsde.denoisers.mdm",
+    "StableDiffusionXLDenoiser": "syncsde.denoisers.sdxl",
+    "SD3Denoiser": "syncsde.denoisers.flow",
+    "FluxDenoiser": "syncsde.denoisers.flow",
 }
 
 
