@@ -320,3 +320,45 @@ def test_edit_generator_and_output_type(sd):
     torch.testing.assert_close(lat.images[0], by_seed.latents, atol=0, rtol=0)
     pil = P.edit_image(sd, img, seed=4, **kw)
     assert len(pil.images) == 1 and pil.images[0].size == (32, 32)
+
+
+@pytest.mark.parametrize("kw,err,match", [
+    (dict(num_images_per_prompt=0), ValueError, "num_images_per_prompt"),
+    (dict(num_images_per_prompt=True), ValueError, "num_images_per_prompt"),
+    (dict(generator=3), TypeError, "generator"),
+    (dict(generator=[torch.Generator(), 3]), TypeError, "generator"),
+    (dict(latents=torch.zeros(4, 8, 8)), ValueError, "latents"),
+    (dict(negative_prompt=["a", "b", "c"]), ValueError, "negative_prompt"),
+    (dict(negative_prompt="a", negative_prompt_embeds=torch.zeros(1, 16, 32)), ValueError,
+     "negative_prompt_embeds"),
+    (dict(prompt_embeds=torch.zeros(16, 32, 2, 2)), ValueError, "prompt_embeds"),
+    (dict(clip_skip=-1), ValueError, "clip_skip"),
+    (dict(output_type="PIL"), ValueError, "output_type"),
+    (dict(callback_on_step_end=lambda p, i, t, kw: 3), TypeError, "callback_on_step_end"),
+    (dict(true_cfg_scale=2.0), ValueError, "true_cfg_scale"),
+])
+def test_bad_convention_arguments_name_the_argument(sd, kw, err, match):
+    prompt = None if "prompt_embeds" in kw else PROMPTS
+    with pytest.raises(err, match=match):
+        _ours(sd, prompt, num_inference_steps=1, **kw)
+
+
+def test_prompt_must_be_strings(sd):
+    with pytest.raises(TypeError, match="prompt must be a string or a list of strings"):
+        _ours(sd, ["a cat", 3], num_inference_steps=1)
+    with pytest.raises(ValueError, match="prompt"):
+        _ours(sd, None, num_inference_steps=1)
+
+
+@pytest.mark.parametrize("strategy", ["syncsde", "multidiffusion", "collage"])
+def test_batch_of_prompts_equals_one_call_per_prompt(sd, strategy):
+    """Several windows, CFG, two prompts in one batch: sample j must be the single-prompt run
+    from the same initial latents (each model input got its own sample's prompt)."""
+    z = torch.randn(2, 4, 16, 32, generator=torch.Generator().manual_seed(1))
+    kw = dict(height=32, width=64, window=32, stride=16, num_inference_steps=3, progress=False,
+              strategy=strategy, output_type="latent", max_batch=5)
+    both = P.wide_image(sd, PROMPTS, latents=z, negative_prompt=["a car", "a boat"], **kw)
+    for j, (p, n) in enumerate(zip(PROMPTS, ["a car", "a boat"])):
+        one = P.wide_image(sd, p, latents=z[j], negative_prompt=n, **kw)
+        _close(both.latents[j], one.latents, tol=1e-5)
+    assert float((both.latents[0] - both.latents[1]).abs().max()) > 1e-2
