@@ -16,7 +16,8 @@ strategy is an affine map of the initial noise, so its output law is computed ex
 (``syncsde.exact_laws``) instead of fitted on samples:
 
     python benchmarks/exact.py --exact-laws --steps 50 --json docs/exact_laws_tasks.json
-    python benchmarks/exact.py --families all --steps 50 --samples 8000 --json docs/exact_families.json --plot docs/exact_families.png
+    python benchmarks/exact.py --families all --steps 50 --samples 8000 \
+        --json docs/exact_families.json --plot docs/exact_families.png
     python benchmarks/exact.py --scheduler ddim,ddpm,euler,euler_a,dpmpp_2m --json docs/exact_schedulers.json
 """
 from __future__ import annotations

@@ -321,8 +321,8 @@ def gaussian_table(results: dict, labels=TABLE_STRATEGIES) -> str:
 
 
 def mixture_table(results: dict, labels=TABLE_STRATEGIES) -> str:
-    lines = ["| case | strategy | energy distance | Frechet (moment fit) | mode agreement first/last window | inputs / step |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| case | strategy | energy distance | Frechet (moment fit) | "
+             "mode agreement first/last window | inputs / step |", "|---|---|---|---|---|---|"]
     for name, entry in results.items():
         res = entry["strategies"]
         if "energy" not in res.get("oracle", {}):

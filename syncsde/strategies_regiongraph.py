@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -88,7 +87,8 @@ def region_graph(views: WindowViews) -> list[tuple[Region, int, int]]:
     W = views.canvas_shape[2]
     circ = bool(views.circular)
     h, w = views.size
-    wins = [Region(int(t), int(l) % W if circ else int(l), h, w) for t, l in views.offsets.tolist()]
+    wins = [Region(int(top), int(left) % W if circ else int(left), h, w)
+            for top, left in views.offsets.tolist()]
     if len(set(wins)) != len(wins):
         raise ValueError("the region graph needs distinct windows (two views are the same crop)")
     regions = set(wins)
