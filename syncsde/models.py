@@ -510,6 +510,21 @@ def _refuse_unsupported(pipe, cls: str) -> None:
                          "variants such as FLUX Fill, Kontext or PixArt)")
 
 
+def owning_denoiser(pipe):
+    """The adapter of a pipeline that nobody else holds (loaded on the fly): it keeps the
+    pipeline alive where it needs it (the SD3 / FLUX prompt encoders call its
+    ``encode_prompt``) and is not cached beside it, so both are freed together."""
+    den = denoiser_from_pipeline(pipe)
+    try:
+        _DENOISERS.pop(pipe, None)
+    except TypeError:  # pragma: no cover - not weakly referenceable: never cached
+        pass
+    hold = getattr(getattr(den, "prompts", None), "hold", None)
+    if hold is not None:
+        hold(pipe)
+    return den
+
+
 def load_denoiser(model_id_or_path: str, **kwargs):
-    """``denoiser_from_pipeline(load_pipeline(model_id_or_path, **kwargs))``."""
-    return denoiser_from_pipeline(load_pipeline(model_id_or_path, **kwargs))
+    """The adapter of ``load_pipeline(model_id_or_path, **kwargs)`` (which it keeps alive)."""
+    return owning_denoiser(load_pipeline(model_id_or_path, **kwargs))

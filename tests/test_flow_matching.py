@@ -240,3 +240,23 @@ def test_refusals(sd3, flux):
     with pytest.raises(ValueError, match="clip_skip"):
         P.wide_image(flux, "a cat", height=32, width=32, clip_skip=1, num_inference_steps=1,
                      progress=False)
+
+
+def test_a_pipeline_loaded_on_the_fly_stays_alive(flux, tmp_path):
+    """The FLUX / SD3 prompt encoders call the pipeline's encode_prompt: a pipeline loaded from
+    a folder inside the task function (nobody else holds it) must stay alive with its denoiser."""
+    import gc
+
+    from syncsde.models import load_denoiser
+
+    flux.save_pretrained(tmp_path / "fx")
+    res = P.wide_image(str(tmp_path / "fx"), "a photo of a cat", height=32, width=32,
+                       num_inference_steps=2, guidance_scale=3.5, progress=False,
+                       output_type="latent", generator=torch.Generator().manual_seed(3))
+    ref = _theirs(flux, "a photo of a cat", num_inference_steps=2, guidance_scale=3.5,
+                  output_type="latent", generator=torch.Generator().manual_seed(3))
+    _close(res.images, ref)  # the default window is the canvas here (native size 128 > 16)
+    den = load_denoiser(str(tmp_path / "fx"))
+    gc.collect()
+    out = den(torch.zeros(1, 4, 16, 16), 500.0, ["a photo of a cat"])
+    assert out.shape == (1, 4, 16, 16) and torch.isfinite(out).all()

@@ -53,17 +53,24 @@ class FlowPromptEncoder:
         if family not in ("sd3", "flux"):
             raise ValueError(f"family must be 'sd3' or 'flux', got {family!r}")
         self._pipe = weakref.ref(pipe)
+        self._owned = None  # a strong reference when this encoder owns its pipeline (hold)
         self.family = family
         self.max_sequence_length = int(max_sequence_length or (256 if family == "sd3" else 512))
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.misses = 0
 
+    def hold(self, pipe: Any) -> None:
+        """Keep the pipeline alive (for a pipeline loaded on the fly that nobody else holds)."""
+        self._owned = pipe
+
     @property
     def pipe(self):
         p = self._pipe()
         if p is None:
-            raise RuntimeError("the pipeline of this prompt encoder no longer exists")
+            raise RuntimeError("the pipeline of this SD3 / FLUX prompt encoder no longer exists: "
+                               "keep the pipeline object alive while its denoiser is used (or "
+                               "build the denoiser with syncsde.models.load_denoiser)")
         return p
 
     @torch.no_grad()

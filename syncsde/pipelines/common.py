@@ -65,11 +65,14 @@ def _model_name(obj) -> str:
 
 def _resolve(model, want: type, **load_kw):
     """A denoiser of class ``want`` from a pipeline, a denoiser, or an id / folder."""
-    from syncsde.models import denoiser_from_pipeline, load_pipeline
+    from syncsde.models import denoiser_from_pipeline, load_pipeline, owning_denoiser
 
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        model = load_pipeline(str(model), **load_kw)
-    den = model if isinstance(model, (UNetDenoiser, MDMDenoiser)) else denoiser_from_pipeline(model)
+        den = owning_denoiser(load_pipeline(os.fsdecode(model), **load_kw))
+    elif isinstance(model, (UNetDenoiser, MDMDenoiser)):
+        den = model
+    else:
+        den = denoiser_from_pipeline(model)
     if not isinstance(den, want):
         names = " or ".join(w.__name__ for w in (want if isinstance(want, tuple) else (want,)))
         raise TypeError(f"this task needs a {names} (got {type(den).__name__})")

@@ -61,7 +61,7 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
     width = 4 * native if width is None else width
     h, w = _latent_size(den, height, width)
     f = den.vae_scale_factor
-    win = den.sample_size if window is None else int(window) // f
+    win = min(den.sample_size, w) if window is None else int(window) // f  # default: native, within the canvas
     st = max(1, win // 4) if stride is None else int(stride) // f
     C = _latent_channels(den)
     pb = _prompts(den, prompt, negative_prompt, num_images_per_prompt, prompt_embeds,
