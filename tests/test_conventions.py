@@ -362,3 +362,16 @@ def test_batch_of_prompts_equals_one_call_per_prompt(sd, strategy):
         one = P.wide_image(sd, p, latents=z[j], negative_prompt=n, **kw)
         _close(both.latents[j], one.latents, tol=1e-5)
     assert float((both.latents[0] - both.latents[1]).abs().max()) > 1e-2
+
+
+def test_sync_pipeline_from_pretrained(sd, tmp_path):
+    from syncsde import SyncPipeline
+
+    sd.save_pretrained(tmp_path / "sd")
+    sync = SyncPipeline.from_pretrained(str(tmp_path / "sd"))
+    assert type(sync.pipe).__name__ == "StableDiffusionPipeline" and "StableDiffusion" in repr(sync)
+    out = sync(PROMPTS, task="wide", strategy="independent", height=32, width=32, window=32,
+               num_inference_steps=STEPS, progress=False, output_type="latent",
+               generator=torch.Generator().manual_seed(3))
+    ref = _theirs(sd, PROMPTS, output_type="latent", generator=torch.Generator().manual_seed(3))
+    _close(out.images, ref)
