@@ -25,8 +25,8 @@ import torch
 from syncsde.denoisers.batching import PerSample, per_sample
 
 __all__ = ["OUTPUT_TYPES", "CALLBACK_TENSOR_INPUTS", "StepControl", "PromptBatch",
-           "prompt_batch", "GeneratorPlan", "plan_generator", "StepCallback", "format_images",
-           "check_output_type"]
+           "prompt_batch", "zip_batches", "GeneratorPlan", "plan_generator", "apply_plan",
+           "StepCallback", "run_sampler", "format_images", "check_output_type", "PerSample"]
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 CALLBACK_TENSOR_INPUTS = ("latents", "view_latents")
@@ -378,5 +378,3 @@ def format_images(tensors: torch.Tensor | None, latents: torch.Tensor, output_ty
         return tensors.permute(0, 2, 3, 1).float().numpy()
     return to_pil(tensors)
 
-
-__all__ += ["PerSample", "zip_batches", "apply_plan", "run_sampler"]
