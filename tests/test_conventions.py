@@ -375,3 +375,15 @@ def test_sync_pipeline_from_pretrained(sd, tmp_path):
                generator=torch.Generator().manual_seed(3))
     ref = _theirs(sd, PROMPTS, output_type="latent", generator=torch.Generator().manual_seed(3))
     _close(out.images, ref)
+
+
+@pytest.mark.parametrize("sched", ["ddim", "euler"])
+def test_given_latents_are_scaled_as_diffusers(sd, sched):
+    make = {"ddim": tm.sd_scheduler,
+            "euler": lambda: diffusers.EulerDiscreteScheduler(**SD_BETAS)}[sched]
+    z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(12))
+    sd.scheduler = make()
+    ours = _ours(sd, PROMPTS, latents=z.clone(), output_type="latent")
+    sd.scheduler = make()
+    ref = _theirs(sd, PROMPTS, latents=z.clone(), output_type="latent")
+    _close(ours.images, ref)
