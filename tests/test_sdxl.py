@@ -161,3 +161,30 @@ def test_load_pipeline_from_a_saved_folder(xl, tmp_path):
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"
     assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"  # no silent DDIM swap
     assert isinstance(denoiser_from_pipeline(pipe), StableDiffusionXLDenoiser)
+
+
+def test_size_conditioning_arguments(xl):
+    kw = dict(original_size=(64, 48), target_size=(40, 24), crops_coords_top_left=(8, 4))
+    g = lambda: torch.Generator().manual_seed(6)  # noqa: E731
+    ours = _ours(xl, "a photo of a cat", output_type="latent", generator=g(), **kw)
+    ref = _theirs(xl, "a photo of a cat", output_type="latent", generator=g(), **kw)
+    _close(ours.images, ref)
+    plain = _theirs(xl, "a photo of a cat", output_type="latent", generator=g())
+    assert float((ref - plain).abs().max()) > 1e-4  # the conditioning reached the UNet
+    rows, spy, orig = _spy_time_ids(xl)
+    xl.unet.forward = spy
+    try:
+        P.wide_image(xl, "a cat", height=32, width=64, window=32, stride=16,
+                     num_inference_steps=1, progress=False, output_type="latent", **kw)
+    finally:
+        del xl.unet.forward
+    want = torch.tensor([[64, 48, 8, 4 + left, 40, 24] for left in (0, 16, 32)],
+                        dtype=torch.float32)
+    torch.testing.assert_close(rows[0][3:], want, atol=0, rtol=0)
+
+
+def test_size_conditioning_is_sdxl_only(tmp_path):
+    sd = tm.sd_pipeline(tmp_path)
+    with pytest.raises(ValueError, match="original_size apply to SDXL only"):
+        P.wide_image(sd, "a cat", height=32, width=32, original_size=(64, 64),
+                     num_inference_steps=1, progress=False)

@@ -322,24 +322,41 @@ def _finish_images(den, latents: torch.Tensor, output_type: str, batched: bool, 
     return format_images(tensors, z, output_type), tensors
 
 
-def _window_conditions(den, problem, f: int) -> None:
-    """Per-window conditions for models that condition on the crop (SDXL's add_time_ids):
-    each window's condition carries its own offset and size in pixels."""
+def _window_conditions(den, problem, f: int, size_kw: dict | None = None) -> None:
+    """Per-view conditions for models that condition on the crop (SDXL's add_time_ids): each
+    window carries its own offset and size in pixels (views without offsets: the whole image
+    at (0, 0)). ``size_kw`` holds diffusers' ``original_size`` / ``target_size`` /
+    ``crops_coords_top_left`` overrides (the crop is added to each window's offset)."""
     from syncsde.denoisers.batching import map_condition
 
+    size_kw = {k: v for k, v in (size_kw or {}).items() if v is not None}
     hook = getattr(den, "window_condition", None)
-    views = problem.views
-    if hook is None or not hasattr(views, "offsets"):
+    if hook is None:
+        if size_kw:
+            raise ValueError(f"{', '.join(sorted(size_kw))} apply to SDXL only (this is "
+                             f"{type(den).__name__})")
         return
+    views = problem.views
     C, H, W = views.canvas_shape
-    size = (views.size[0] * f, views.size[1] * f)
     canvas = (H * f, W * f)
+    if hasattr(views, "offsets"):
+        size = (views.size[0] * f, views.size[1] * f)
+        offsets = [(int(top) * f, int(left) * f) for top, left in views.offsets.tolist()]
+    else:
+        size, offsets = canvas, [(0, 0)] * views.num_views
+    try:
+        dt, dl = (int(v) for v in size_kw.get("crops_coords_top_left", (0, 0)))
+    except (TypeError, ValueError):
+        raise ValueError("crops_coords_top_left must be (top, left) in pixels, got "
+                         f"{size_kw.get('crops_coords_top_left')!r}") from None
+    original = size_kw.get("original_size", canvas)
+    target = size_kw.get("target_size", size)
 
     def per_view(conds):
         out = []
-        for c, (top, left) in zip(conds, views.offsets.tolist()):
-            crop = (int(top) * f, int(left) * f)
-            out.append(map_condition(c, lambda p, crop=crop: hook(p, crop, size, canvas)))
+        for c, (top, left) in zip(conds, offsets):
+            crop = (top + dt, left + dl)
+            out.append(map_condition(c, lambda p, crop=crop: hook(p, crop, target, original)))
         return out
 
     problem.cond = per_view(problem.cond)

@@ -30,6 +30,8 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
                     callback_on_step_end: Callable | None = None,
                     callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
                     clip_skip: int | None = None, true_cfg_scale: float | None = None,
+                    original_size: Any = None, target_size: Any = None,
+                    crops_coords_top_left: Any = None,
                     _control: Any = None) -> PipelineResult:
     """Mask-based text-to-image (authors: SD2-base, 50 steps, CFG 7.5, inv_lambda 5;
     ``authors_compat`` selects their uncapped pull).
@@ -45,6 +47,8 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
     ``generator``, ``output_type``, ``callback_on_step_end`` (``"latents"`` is the combined
     trajectory), ``clip_skip``. With a batch and ``decode_all`` the images are ordered
     combined, background, object per sample block.
+    SDXL: ``original_size`` (default: the canvas), ``target_size`` (default: the window /
+    image) and ``crops_coords_top_left`` (added to each window's own offset) as diffusers'.
     """
     from syncsde.conventions import zip_batches
     from syncsde.tasks import masked_problem
@@ -72,7 +76,9 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
     pb = batches[2]
     problem = masked_problem((C, h, w), m, batches[0].cond(), batches[1].cond(), pb.cond(),
                              negative=pb.negative())
-    _window_conditions(den, problem, den.vae_scale_factor)
+    _window_conditions(den, problem, den.vae_scale_factor,
+                       dict(original_size=original_size, target_size=target_size,
+                            crops_coords_top_left=crops_coords_top_left))
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
     sched = sampling_schedule(den, num_inference_steps, scheduler, (h, w))
     batched = pb.batched or any(isinstance(p, (list, tuple)) for p in given)

@@ -29,6 +29,8 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
                prompt_embeds: Any = None, negative_prompt_embeds: Any = None,
                pooled_prompt_embeds: Any = None, negative_pooled_prompt_embeds: Any = None,
                clip_skip: int | None = None, true_cfg_scale: float | None = None,
+               original_size: Any = None, target_size: Any = None,
+               crops_coords_top_left: Any = None,
                _control: Any = None) -> PipelineResult:
     """A wide image from SD windows (authors: SD2-base, 512x2048, CFG 7.5, 50 steps).
 
@@ -52,6 +54,8 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
     (SDXL also ``pooled_prompt_embeds``), ``clip_skip``; ``guidance_scale <= 1`` means no CFG.
     With a batch, ``latents`` is ``[B, C, h, w]`` and ``images`` has B entries. SDXL windows
     get their own ``crops_coords_top_left`` (the window offset in pixels).
+    SDXL: ``original_size`` (default: the canvas), ``target_size`` (default: the window /
+    image) and ``crops_coords_top_left`` (added to each window's own offset) as diffusers'.
     """
     from syncsde.tasks import wide_problem
 
@@ -70,7 +74,9 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
                              negative_pooled_prompt_embeds=negative_pooled_prompt_embeds))
     problem = wide_problem((C, h, w), (min(win, h), win), (st, st), cond=pb.cond(),
                            negative=pb.negative(), circular=circular)
-    _window_conditions(den, problem, f)
+    _window_conditions(den, problem, f,
+                       dict(original_size=original_size, target_size=target_size,
+                            crops_coords_top_left=crops_coords_top_left))
     if init not in ("canvas", "independent"):
         raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
     problem.init = init
