@@ -83,10 +83,10 @@ def run_regions(args) -> dict:
     clf = load_classifier()
     seeds = range(1 if args.quick else args.seeds)
     rows, examples = [], {}
-    for label, strategy, opts in REGION_STRATEGIES:
+    for label, strategy, opts in REGION_STRATEGIES[:args.rows]:
         acc = {"left": [0, 0], "middle": [0, 0], "right": [0, 0]}
         images, secs, calls = [], [], []
-        for li, (left, bg, right) in enumerate(LAYOUTS):
+        for li, (left, bg, right) in enumerate(LAYOUTS[:args.layouts]):
             for seed in seeds:
                 t0 = time.perf_counter()
                 res = regions_image(den, _layout(left, bg, right, **opts), strategy=strategy,
@@ -121,7 +121,7 @@ def run_regions(args) -> dict:
     for li, ex in examples.items():
         _grid(ex, out / f"regions_layout{li}.png", LAYOUTS[li])
     result = {"model": args.model, "steps": args.steps, "guidance": args.guidance,
-              "seeds": len(list(seeds)), "layouts": LAYOUTS, "canvas": [32, 96], "window": 32,
+              "seeds": len(list(seeds)), "layouts": LAYOUTS[:args.layouts], "canvas": [32, 96], "window": 32,
               "stride": 16, "rows": rows}
     atomic_write_json(out / "regions_benchmark.json", result)
     print("\n| strategy | acc left | acc middle (bg) | acc right | acc mean | region-border seam | "
@@ -181,7 +181,7 @@ def run_upscale(args) -> dict:
     den = resolve_denoiser(load_pipeline(args.model))
     clf = load_classifier()
     net = ScenesFeatureNet(clf)
-    n = 2 if args.quick else args.images
+    n = min(2, args.images) if args.quick else args.images
     specs = [random_spec(scene_rng(1234, i)) for i in range(n)]
     scenes = [render(s, 32, 32, scene_rng(4321, i)) for i, s in enumerate(specs)]
     inputs = torch.stack([torch.from_numpy(np.asarray(s.image, np.float32)).permute(2, 0, 1)
@@ -223,7 +223,7 @@ def run_upscale(args) -> dict:
     for i in examples:
         examples[i] += [("input (nearest x2)", F.interpolate(inputs[i][None], scale_factor=2)[0]),
                         ("bicubic", bic[i])]
-    for label, strategy, start in UPSCALE_METHODS:
+    for label, strategy, start in UPSCALE_METHODS[:args.rows]:
         outs, secs = [], []
         for i in range(n):
             t = time.perf_counter()
@@ -276,6 +276,8 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", type=float, default=3.0, help="CFG (the scenes model: 3)")
     ap.add_argument("--seeds", type=int, default=4, help="seeds per region layout")
     ap.add_argument("--images", type=int, default=16, help="upscaled images")
+    ap.add_argument("--layouts", type=int, default=len(LAYOUTS), help="region layouts (first N)")
+    ap.add_argument("--rows", type=int, default=None, help="only the first N strategies / methods")
     ap.add_argument("--strength", type=float, default=0.5)
     ap.add_argument("--out", default=str(ROOT / "docs" / "models"))
     ap.add_argument("--quick", action="store_true")

@@ -305,3 +305,22 @@ def test_gaussian_window_weights_and_feathering_match_numpy():
             want[y, x] = sum(k[i] * k[j] * a[min(max(y + i - r, 0), H - 1), min(max(x + j - r, 0), W - 1)]
                              for i in range(2 * r + 1) for j in range(2 * r + 1))
     np.testing.assert_allclose(q.region_info["masks"][0].numpy(), want, atol=1e-5)
+
+
+def test_benchmark_script_smoke(tmp_path):
+    """benchmarks/regions.py end to end on the scenes model (1 layout, 1 seed, 1 image, 4 steps, the first two rows)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "regions.py"
+    spec = importlib.util.spec_from_file_location("bench_regions", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["all", "--quick", "--layouts", "1", "--images", "1", "--steps", "4",
+                     "--rows", "2", "--out", str(tmp_path)]) == 0
+    reg = json.loads((tmp_path / "regions_benchmark.json").read_text())
+    assert [r["label"] for r in reg["rows"]] == [r[0] for r in mod.REGION_STRATEGIES[:2]]
+    assert all(0 <= r["acc_mean"] <= 1 and r["region_seam_ratio"] > 0 for r in reg["rows"])
+    up = json.loads((tmp_path / "upscale_benchmark.json").read_text())
+    assert [r["label"] for r in up["rows"][1:]] == [r[0] for r in mod.UPSCALE_METHODS[:2]]
+    assert (tmp_path / "regions_layout0.png").is_file() and (tmp_path / "upscale_example0.png").is_file()

@@ -115,6 +115,9 @@ def test_img2img_schedule_rule():
             img2img_schedule(s, bad)
     with pytest.raises(ValueError, match="leaves no step"):
         img2img_schedule(s, 0.05)
+    two = SamplingSchedule(s.abar, [500, 0], s.final_abar)
+    with pytest.raises(ValueError, match="only the t = 0 step"):
+        img2img_schedule(two, 0.5)
 
 
 def _reference_img2img(pipe, image, prompt, steps, strength, guidance, seed):
@@ -236,6 +239,6 @@ def test_cli_regions_and_upscale_run_on_the_scenes_model(tmp_path):
     assert json.loads(out.text["syncsde"])["regions"][0]["box"] == [32, 0, 64, 32]
     Image.new("RGB", (24, 16), (40, 80, 200)).save(tmp_path / "in.png")
     assert main(["upscale", str(tmp_path / "in.png"), "--scale", "2", "--prompt", "a day over the sea",
-                 "--model", "scenes", "--steps", "2", "--strategy", "multidiffusion",
+                 "--model", "scenes", "--steps", "4", "--strategy", "multidiffusion",
                  "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert Image.open(tmp_path / "o" / "upscale_in_x2_multidiffusion_seed0.png").size == (48, 32)

@@ -58,6 +58,9 @@ def img2img_schedule(schedule: SamplingSchedule, strength: float) -> SamplingSch
     if k < 1:
         raise ValueError(f"strength {strength} leaves no step of {n} (use more steps or a "
                          "larger strength)")
+    if int(schedule.timesteps[n - k]) <= 0:
+        raise ValueError(f"strength {strength} with {n} steps runs only the t = 0 step (nothing "
+                         "to denoise); use more steps or a larger strength")
     return PartialSchedule(schedule.abar, list(schedule.timesteps[n - k:]), schedule.final_abar,
                            schedule.num_train_timesteps, list(schedule.timesteps))
 
