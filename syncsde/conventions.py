@@ -141,7 +141,13 @@ def prompt_batch(prompt: Any, negative_prompt: Any = None, num_images_per_prompt
             if encoder is None or not hasattr(encoder, "__call__"):
                 raise ValueError("clip_skip needs the model's text encoder (pass prompt_embeds "
                                  "computed with it instead)")
-            conds = list(encoder(conds, clip_skip=clip_skip))
+            try:
+                conds = list(encoder(conds, clip_skip=clip_skip))
+            except TypeError as e:
+                if "clip_skip" not in str(e):
+                    raise
+                raise ValueError(f"clip_skip is not supported by this model's text encoder "
+                                 f"({type(encoder).__name__})") from None
     B = len(conds)
     if negative_prompt_embeds is not None:
         negs: list | None = _embeds(negative_prompt_embeds, "negative_prompt_embeds")
