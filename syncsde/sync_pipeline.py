@@ -84,6 +84,11 @@ class SyncPipeline:
     def device(self):
         return getattr(self.pipe, "device", None)
 
+    def to(self, *args, **kwargs) -> "SyncPipeline":
+        """Moves the wrapped pipeline (``pipe.to(...)``, your explicit call) and returns self."""
+        self.pipe = self.pipe.to(*args, **kwargs)
+        return self
+
     def __repr__(self) -> str:
         return f"SyncPipeline({type(self.pipe).__name__})"
 
