@@ -107,6 +107,26 @@ def decode_circular(den: StableDiffusionDenoiser, latents: torch.Tensor,
     return img[..., cut:img.shape[-1] - cut]
 
 
+def canvas_decoder(den, vae_tiling: Any = None, vae_tile: int | None = None,
+                   vae_tile_overlap: int | None = None, wrap: Any = False,
+                   progress: bool = False) -> Callable | None:
+    """The decoder of a one-call function's canvas (:mod:`syncsde.denoisers.vae_tiling`):
+    ``None`` (``den.decode``) when ``vae_tiling`` is None / False and nothing wraps; otherwise
+    a function of the latents that tiles (``"auto"``: when the latent is larger than the model's
+    sample size; True: always) and / or wraps (``wrap``: "width", "height", "both")."""
+    from syncsde.denoisers.vae_tiling import check_vae_tiling, check_wrap, decode_canvas
+
+    check_vae_tiling(vae_tiling, vae_tile, vae_tile_overlap)
+    axes = check_wrap(wrap)
+    if vae_tiling in (None, False) and not axes:
+        return None
+    if vae_tiling in (None, False) and axes == (-1,):
+        return lambda z: decode_circular(den, z)  # diffusers' panorama decode (parity)
+    return lambda z: decode_canvas(den, z, vae_tiling=vae_tiling,
+                                   tile=vae_tile, overlap=vae_tile_overlap, wrap=wrap,
+                                   progress=progress)
+
+
 def _latent_size(den: StableDiffusionDenoiser, height: int, width: int) -> tuple[int, int]:
     f = den.vae_scale_factor
     if height % f or width % f:
@@ -322,11 +342,14 @@ def _finish_images(den, latents: torch.Tensor, output_type: str, batched: bool, 
     return format_images(tensors, z, output_type), tensors
 
 
-def _window_conditions(den, problem, f: int, size_kw: dict | None = None) -> None:
+def _window_conditions(den, problem, f: int, size_kw: dict | None = None,
+                       window_grid: tuple | None = None) -> None:
     """Per-view conditions for models that condition on the crop (SDXL's add_time_ids): each
     window carries its own offset and size in pixels (views without offsets: the whole image
     at (0, 0)). ``size_kw`` holds diffusers' ``original_size`` / ``target_size`` /
-    ``crops_coords_top_left`` overrides (the crop is added to each window's offset)."""
+    ``crops_coords_top_left`` overrides (the crop is added to each window's offset).
+    ``window_grid = (size, offsets)`` (latent pixels) gives the windows of a view set that
+    has no ``offsets`` of its own (windows that wrap the height are sparse gathers)."""
     from syncsde.denoisers.batching import map_condition
 
     size_kw = {k: v for k, v in (size_kw or {}).items() if v is not None}
@@ -339,7 +362,10 @@ def _window_conditions(den, problem, f: int, size_kw: dict | None = None) -> Non
     views = problem.views
     C, H, W = views.canvas_shape
     canvas = (H * f, W * f)
-    if hasattr(views, "offsets"):
+    if window_grid is not None:
+        size = (window_grid[0][0] * f, window_grid[0][1] * f)
+        offsets = [(int(top) * f, int(left) * f) for top, left in window_grid[1]]
+    elif hasattr(views, "offsets"):
         size = (views.size[0] * f, views.size[1] * f)
         offsets = [(int(top) * f, int(left) * f) for top, left in views.offsets.tolist()]
     else:

@@ -9,7 +9,7 @@ from syncsde.denoisers.diffusers_models import StableDiffusionDenoiser
 from syncsde.pipelines.common import (
     PipelineResult, _describe, _finish_images, _guidance, _latent_channels, _latent_size,
     _model_name, _prompts, _resolve, _sample_task, _scheduler_name, _seed_setting,
-    _window_conditions, load_mask, make_task_strategy, sampling_schedule)
+    _window_conditions, canvas_decoder, load_mask, make_task_strategy, sampling_schedule)
 from syncsde.strategies import Strategy
 
 
@@ -31,7 +31,8 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
                     callback_on_step_end_tensor_inputs: Sequence[str] | None = None,
                     clip_skip: int | None = None, true_cfg_scale: float | None = None,
                     original_size: Any = None, target_size: Any = None,
-                    crops_coords_top_left: Any = None,
+                    crops_coords_top_left: Any = None, vae_tiling: bool | str | None = None,
+                    vae_tile: int | None = None, vae_tile_overlap: int | None = None,
                     _control: Any = None) -> PipelineResult:
     """Mask-based text-to-image (authors: SD2-base, 50 steps, CFG 7.5, inv_lambda 5;
     ``authors_compat`` selects their uncapped pull).
@@ -49,11 +50,14 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
     combined, background, object per sample block.
     SDXL: ``original_size`` (default: the canvas), ``target_size`` (default: the window /
     image) and ``crops_coords_top_left`` (added to each window's own offset) as diffusers'.
+    ``vae_tiling`` / ``vae_tile`` / ``vae_tile_overlap`` as in :func:`wide_image` (``"auto"``
+    decodes a canvas larger than the model in blended tiles).
     """
     from syncsde.conventions import zip_batches
     from syncsde.tasks import masked_problem
 
     den = _resolve(model, StableDiffusionDenoiser)
+    decoder = canvas_decoder(den, vae_tiling, vae_tile, vae_tile_overlap, False, progress)
     height = height or den.sample_size * den.vae_scale_factor  # default: the model's size
     width = width or den.sample_size * den.vae_scale_factor
     h, w = _latent_size(den, height, width)
@@ -93,9 +97,10 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
     if decode_all:
         trio = torch.stack([res.views[2], res.views[0], res.views[1]])
         trio = trio.transpose(0, 1).reshape(-1, *trio.shape[-3:]) if batch is not None else trio
-        images, tensors = _finish_images(den, trio, output_type, True, True)
+        images, tensors = _finish_images(den, trio, output_type, True, True, decoder)
     else:
-        images, tensors = _finish_images(den, latents, output_type, batch is not None, True)
+        images, tensors = _finish_images(den, latents, output_type, batch is not None, True,
+                                         decoder)
     settings = dict(task="mask", model=_model_name(den.unet),
                     background_prompt=_describe(background_prompt),
                     object_prompt=_describe(object_prompt),
@@ -104,6 +109,7 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
                     strategy=res.strategy, inv_lambda=inv_lambda,
                     num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                     eta=eta, seed=_seed_setting(seed, generator), mask_fraction=float(m.mean()),
+                    vae_tiling=vae_tiling,
                     authors_compat=authors_compat, scheduler=_scheduler_name(sched),
                     num_images=pb.size, output_type=output_type, steps_run=res.steps)
     return PipelineResult(images, tensors, latents, res, settings, {"mask": m})
