@@ -389,10 +389,11 @@ def plot_frontier(results: dict, path) -> None:
             if q is not None:
                 fams.setdefault(entry["family"], []).append((res[lab]["inputs_per_step"] / n, q, lab, name))
     fig, axes = plt.subplots(1, len(fams), figsize=(3.4 * len(fams), 3.4), squeeze=False)
-    markers = dict(zip(FAMILY_STRATEGIES, "os^v<>Dph*"))
+    markers = dict(zip(FAMILY_STRATEGIES, "os^v<>DphX*P"))
+    colors = {lab: plt.get_cmap("tab20")(i) for i, lab in enumerate(FAMILY_STRATEGIES)}
     for ax, (fam, pts) in zip(axes[0], fams.items()):
         for cost, q, lab, _ in pts:
-            ax.scatter(cost, q, marker=markers.get(lab, "x"), s=18, alpha=0.7,
+            ax.scatter(cost, q, marker=markers.get(lab, "x"), s=18, alpha=0.8, color=colors.get(lab, "k"),
                        label=lab if lab not in ax.get_legend_handles_labels()[1] else None)
         cases = sorted({p[3] for p in pts})
         for case in cases:  # frontier per case: best ratio at or below each cost
@@ -409,7 +410,11 @@ def plot_frontier(results: dict, path) -> None:
         ax.set_title(fam)
         ax.set_xlabel("model inputs / step (x N views)")
     axes[0][0].set_ylabel("distance / oracle's (W2; mixtures: energy)")
-    axes[0][-1].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
+    handles = {}
+    for ax in axes[0]:
+        for hdl, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, hdl)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
