@@ -141,3 +141,33 @@ def test_energy_distance_against_a_double_loop():
     z = rng.normal(size=(n, 1))
     z2 = rng.normal(size=(n, 1))
     assert energy_distance(pm, z) > 10 * abs(energy_distance(z2, z))
+
+
+@pytest.mark.parametrize("solver", ["euler", "dpmpp_2m"])
+def test_push_forward_through_diffusers_solvers_matches_monte_carlo(solver):
+    """Euler (sigma space, initial noise scaled by init_noise_sigma) and DPM-Solver++ (multistep
+    state) are affine too: the pushed-forward law equals the sampled moments."""
+    pytest.importorskip("diffusers")
+    from syncsde.benchmark import make_solver
+
+    sched = make_solver(solver, 6)
+    prob = wide_problem((1, 2, 10), window=(2, 6), stride=(1, 4), cond="f")
+    den = FieldDenoiser({"f": {"kernel": "se", "lengthscale": 1.5}}, sched.scheduler.alphas_cumprod)
+    law = push_forward_law(prob, den, "syncsde", sched, inv_lambda=5.0)
+    n = 30000
+    mu, cov = _mc_moments(prob, den, "syncsde", sched, n, inv_lambda=5.0)
+    S = law.covariance.numpy()
+    assert np.abs(mu - law.mean_vector.numpy()).max() <= 5 * np.sqrt(np.diag(S).max() / n)
+    se = np.sqrt((np.outer(np.diag(S), np.diag(S)) + S ** 2) / n)
+    assert np.all(np.abs(cov - S) <= 5 * se + 1e-6)
+
+
+def test_solver_table_rows():
+    pytest.importorskip("diffusers")
+    from syncsde.benchmark import run_solver_table, solver_table
+
+    res = run_solver_table(["ambiguous"], ["ddim", "ddpm"], [3], "syncsde", 200, 0, lambda s: None)
+    row = res["ambiguous"]
+    assert row["ddim 3"]["strategy_exact"] and not row["ddpm 3"]["strategy_exact"]
+    assert all(math.isfinite(v) for r in row.values() for k, v in r.items() if not k.endswith("exact"))
+    assert "| ddpm 3 |" in solver_table(res)
