@@ -262,3 +262,30 @@ def test_bad_options_name_the_argument(tiny, kw, match):
     if "circular" not in kw:
         with pytest.raises(ValueError, match=match):
             mask_generation(pipe, torch.ones(32, 32), "a", "b", "c", **KW, **kw)
+
+
+def _scale_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+    spec = importlib.util.spec_from_file_location("bench_scale", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scale_benchmark_growth_and_one_child():
+    """benchmarks/scale.py: the growth rows by hand, and one real child run (smoke test)."""
+    mod = _scale_module()
+    rows = [dict(mode="tiled", width=w, peak_rss_mib=r, wall_s=t, num_views=1)
+            for w, r, t in ((64, 100.0, 1.0), (128, 104.0, 1.5), (256, 112.0, 2.5))]
+    g = mod.growth(rows, 32)
+    assert [(x["from_width"], x["to_width"]) for x in g] == [(64, 128), (128, 256)]
+    assert [x["mib_per_model_width"] for x in g] == [2.0, 2.0]  # 4 MiB / 2, 8 MiB / 4
+    assert [x["s_per_model_width"] for x in g] == [0.25, 0.25]
+    assert "| tiled | 64 -> 128 | 2.00 | 0.250 |" in mod.markdown(rows, g, 32)
+    rec = mod.run_child(["--height", "32", "--width", "64", "--mode", "tiled", "--steps", "1",
+                         "--max-batch", "8", "--threads", "1", "--prompt", "a cat"])
+    assert "error" not in rec, rec.get("error")
+    assert rec["image"] == [32, 64] and rec["peak_rss_mib"] > 50 and rec["wall_s"] > 0
