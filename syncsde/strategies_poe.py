@@ -16,6 +16,7 @@ each one more batch of N model inputs, then the deterministic step with ``eps_q`
 "sum"``) or with the mean of the views' eps (``"mean"``, Visual Anagrams' average). ``K = 0`` and
 ``"mean"`` is ``noise_average``. Model inputs per step: ``N (1 + K)`` at the steps where the
 corrector runs (``corrector_from``: the fraction of the steps, from the end, that get it).
+With a single view the path is the noised law itself and no corrector runs (plain DDIM).
 """
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ class ProductOfExperts(Strategy):
         eps_q = views.adjoint(eps)
         a = info.abar_t
         k = self.corrector_steps if info.index >= self._n_steps * (1.0 - self.corrector_from) else 0
+        if views.num_views == 1:
+            k = 0  # one expert: q_t is the noised law itself, nothing to correct (plain DDIM)
         if a < 1.0:
             h = self.snr * (1.0 - a)
             for _ in range(k):
