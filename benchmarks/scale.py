@@ -105,7 +105,7 @@ def vae_child(args) -> None:
     with torch.no_grad():
         img = decode_canvas(_VAEOnly(vae), z, vae_tiling=MODES[args.mode] is not None)
     wall = time.perf_counter() - t0
-    rec = dict(width=args.width, height=args.height, mode=args.mode, wall_s=wall, num_views=0,
+    rec = dict(width=args.width, height=args.height, mode=args.mode, wall_s=wall, num_views=None,
                image=list(img.shape[-2:]))
     Path(args.out).write_text(json.dumps(rec))
 
@@ -150,7 +150,8 @@ def markdown(rows: list[dict], grow: list[dict], native: int) -> str:
             lines.append(f"| {r['width']} | {r['width'] // native} | | {r['mode']} | failed | "
                          f"{r['error'].splitlines()[-1][:60] if r['error'] else ''} |")
             continue
-        lines.append(f"| {r['width']} | {r['width'] // native} | {r['num_views']} | {r['mode']} "
+        views = r.get("num_views") or "-"
+        lines.append(f"| {r['width']} | {r['width'] // native} | {views} | {r['mode']} "
                      f"| {r['wall_s']:.2f} | {r['peak_rss_mib']:.0f} |")
     lines += ["", "| mode | widths (px) | added peak RSS per model width (MiB) | "
               "added time per model width (s) |", "|---|---|---:|---:|"]
