@@ -21,12 +21,12 @@ With a single view the path is the noised law itself and no corrector runs (plai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from syncsde.strategies import STRATEGIES, Strategy
+from syncsde.strategies_regiongraph import step_generator
 
 __all__ = ["ProductOfExperts"]
 
@@ -40,7 +40,6 @@ class ProductOfExperts(Strategy):
     seed: int = 0
     name: str = "poe"
     init: str = "canvas"
-    _gen: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if not (isinstance(self.corrector_steps, int) and self.corrector_steps >= 0):
@@ -56,7 +55,6 @@ class ProductOfExperts(Strategy):
         if tuple(run.views.view_shape) != tuple(run.views.canvas_shape):
             raise ValueError("poe composes full-image views (a product of experts on one image); "
                              "windows of a canvas need collage / regiongraph")
-        self._gen = torch.Generator().manual_seed(int(self.seed))
         self._n_steps = len(run.timesteps)
 
     def _eps_q(self, run, x, t, abar_t):
@@ -74,8 +72,9 @@ class ProductOfExperts(Strategy):
             k = 0  # one expert: q_t is the noised law itself, nothing to correct (plain DDIM)
         if a < 1.0:
             h = self.snr * (1.0 - a)
+            gen = step_generator(self.seed, info.index)
             for _ in range(k):
-                z = torch.randn(x.shape, generator=self._gen, dtype=torch.float32).to(x)
+                z = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x)
                 x = x - (h / math.sqrt(1.0 - a)) * eps_q + math.sqrt(2.0 * h) * z
                 eps_q, y, eps = self._eps_q(run, x, info.t, a)
             y = views.forward(x, out=y)

@@ -32,7 +32,13 @@ import torch
 from syncsde.strategies import STRATEGIES, Strategy
 from syncsde.views import WindowViews
 
-__all__ = ["Region", "region_graph", "RegionGraph"]
+__all__ = ["Region", "region_graph", "RegionGraph", "step_generator"]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The corrector noise of step ``step``: a generator seeded from (seed, step) only, so a run
+    resumed from a checkpoint draws the same noise as an uninterrupted one."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2 ** 63))
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ class RegionGraph(Strategy):
 
     ``corrector_steps = K > 0`` adds K unadjusted Langevin moves on the canvas with the composed
     score before each step, ``X <- X - h eps(X) / sqrt(1 - abar_t) + sqrt(2 h) z`` with
-    ``h = snr (1 - abar_t)`` (noise from a generator seeded with ``seed``): annealed MCMC on the
+    ``h = snr (1 - abar_t)`` (noise from a generator seeded with ``(seed, step)``): annealed MCMC on the
     path of composed laws, which ends at the exact law where (1) is exact at t = 0 (Markov
     fields; docs/composition.md). Each move costs one more set of region inputs.
     """
@@ -159,7 +165,6 @@ class RegionGraph(Strategy):
             sub = WindowViews(views.canvas_shape, (rh, rw), offs, views.circular)
             coef = torch.tensor([float(c) for _, c, _ in items], dtype=run.dtype, device=run.device)
             self._groups.append((sub, coef, [o for _, _, o in items]))
-        self._gen = torch.Generator().manual_seed(self.seed)
 
     @property
     def extra_inputs_per_step(self) -> int:
@@ -183,8 +188,9 @@ class RegionGraph(Strategy):
         a = info.abar_t
         if self.corrector_steps and a < 1.0:
             h = self.snr * (1.0 - a)
+            gen = step_generator(self.seed, info.index)
             for _ in range(self.corrector_steps):
-                z = torch.randn(x.shape, generator=self._gen, dtype=torch.float32).to(x)
+                z = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x)
                 x = x - (h / math.sqrt(1.0 - a)) * eps_canvas + math.sqrt(2.0 * h) * z
                 y = views.forward(x, out=y)
                 eps = run.predict_eps(y, info.t, a, run.cond, run.negative)
