@@ -254,6 +254,8 @@ def test_mask_generation_large_canvas_tiles(tiny):
     (dict(vae_tiling=True, vae_tile_overlap=-1), "vae_tile_overlap must be a non-negative"),
     (dict(vae_tiling=True, vae_tile=8, vae_tile_overlap=8), r"vae_tile_overlap \(8\) must be "
                                                              r"smaller than vae_tile \(8\)"),
+    (dict(vae_tiling="auto", vae_tile_overlap=16), r"vae_tile_overlap \(16\) must be "
+                                                    r"smaller than vae_tile \(16\)"),
     (dict(circular="diagonal"), "circular must be False, True"),
     (dict(circular=1), "circular must be False, True"),
 ])

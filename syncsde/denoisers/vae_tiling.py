@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from syncsde.denoisers.tiled_vae import blend_ramp, tile_starts, tiled_decode
@@ -52,18 +53,20 @@ def check_wrap(wrap: Any, name: str = "circular") -> tuple[int, ...]:
                      f"got {wrap!r}")
 
 
+def _is_int(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, np.integer))
+
+
 def check_vae_tiling(vae_tiling: Any, vae_tile: Any = None, vae_tile_overlap: Any = None) -> None:
     """Clear errors for the tiling options of the one-call functions."""
     if not (vae_tiling is None or isinstance(vae_tiling, bool) or
             (isinstance(vae_tiling, str) and vae_tiling == "auto")):
         raise ValueError(f"vae_tiling must be None, 'auto', True or False, got {vae_tiling!r}")
-    if vae_tile is not None and (isinstance(vae_tile, bool) or not isinstance(vae_tile, int)
-                                 or vae_tile < 1):
+    if vae_tile is not None and (not _is_int(vae_tile) or vae_tile < 1):
         raise ValueError(f"vae_tile must be a positive integer (latent pixels) or None, got "
                          f"{vae_tile!r}")
     if vae_tile_overlap is not None:
-        if isinstance(vae_tile_overlap, bool) or not isinstance(vae_tile_overlap, int) or \
-                vae_tile_overlap < 0:
+        if not _is_int(vae_tile_overlap) or vae_tile_overlap < 0:
             raise ValueError(f"vae_tile_overlap must be a non-negative integer (latent pixels) "
                              f"or None, got {vae_tile_overlap!r}")
         if vae_tile is not None and vae_tile_overlap >= vae_tile:
@@ -71,7 +74,7 @@ def check_vae_tiling(vae_tiling: Any, vae_tile: Any = None, vae_tile_overlap: An
                              f"vae_tile ({vae_tile})")
 
 
-def _tile_size(den: Any, tile: int | None) -> int:
+def _tile_size(den: Any, tile: Any) -> int:
     return int(getattr(den, "sample_size", 64)) if tile is None else int(tile)
 
 

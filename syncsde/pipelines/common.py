@@ -116,15 +116,17 @@ def canvas_decoder(den, vae_tiling: Any = None, vae_tile: int | None = None,
     sample size; True: always) and / or wraps (``wrap``: "width", "height", "both")."""
     from syncsde.denoisers.vae_tiling import check_vae_tiling, check_wrap, decode_canvas
 
-    check_vae_tiling(vae_tiling, vae_tile, vae_tile_overlap)
+    default_tile = int(getattr(den, "sample_size", 64))
+    check_vae_tiling(vae_tiling, default_tile if vae_tile is None else vae_tile, vae_tile_overlap)
     axes = check_wrap(wrap)
     if vae_tiling in (None, False) and not axes:
         return None
     if vae_tiling in (None, False) and axes == (-1,):
         return lambda z: decode_circular(den, z)  # diffusers' panorama decode (parity)
-    return lambda z: decode_canvas(den, z, vae_tiling=vae_tiling,
-                                   tile=vae_tile, overlap=vae_tile_overlap, wrap=wrap,
-                                   progress=progress)
+    tile = None if vae_tile is None else int(vae_tile)
+    overlap = None if vae_tile_overlap is None else int(vae_tile_overlap)
+    return lambda z: decode_canvas(den, z, vae_tiling=vae_tiling, tile=tile, overlap=overlap,
+                                   wrap=wrap, progress=progress)
 
 
 def _latent_size(den: StableDiffusionDenoiser, height: int, width: int) -> tuple[int, int]:
