@@ -53,6 +53,29 @@ def test_smoke_classifier_training(tmp_path):
     assert m(torch.rand(2, 3, 32, 32)).shape == (2, 15)
 
 
+def test_training_commands_run_from_the_command_line(tmp_path):
+    """The documented CLI (a classifier run and an offset-noise diffusion stage from a pipeline
+    folder) ends with loadable folders; the offset noise changes the weights and is recorded."""
+    from safetensors.torch import load_file
+
+    from syncsde.scenes.classifier import load_classifier
+    from syncsde.scenes.train import main
+
+    assert main(["classifier", "--out", str(tmp_path / "c"), "--steps", "2", "--batch", "4",
+                 "--quiet"]) == 0
+    load_classifier(tmp_path / "c" / "classifier")
+    base = ["diffusion", "--steps", "2", "--batch", "4", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "d0")]) == 0
+    for name, extra in (("d1", []), ("d2", ["--offset-noise", "0.1"])):
+        assert main(base + ["--out", str(tmp_path / name), "--init",
+                            str(tmp_path / "d0" / "pipeline")] + extra) == 0
+    w1, w2 = (load_file(str(tmp_path / n / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"))
+              for n in ("d1", "d2"))
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+    assert json.loads((tmp_path / "d2" / "summary.json").read_text())["offset_noise"] == 0.1
+    assert "offset_noise" not in json.loads((tmp_path / "d1" / "summary.json").read_text())
+
+
 def test_shipped_files_are_safetensors_and_small():
     files = [p for p in PIPELINE_DIR.parent.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 20 * 2**20

@@ -133,7 +133,8 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
                     seed: int = 0, threads: int = 1, checkpoint_every: int = 200,
                     ema_decay: float = 0.999, p_uncond: float = 0.1, progress: bool = True,
                     log=print, stop_at: int | None = None, finish_at: int | None = None,
-                    init: str | None = None, pooled_prompt: bool = True) -> dict:
+                    init: str | None = None, pooled_prompt: bool = True,
+                    offset_noise: float = 0.0) -> dict:
     """Trains the UNet and the text encoder jointly on eps-prediction MSE (cosine schedule,
     uniform timesteps, prompt dropout ``p_uncond`` for classifier-free guidance); keeps an EMA
     of the weights (decay ``min(ema_decay, (1+s)/(10+s))``). Writes ``out/pipeline`` (EMA
@@ -141,7 +142,10 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
     many steps (an interruption; calling again with the same settings resumes). ``finish_at``:
     end the run after that many steps (the learning-rate schedule still follows ``steps``) and
     write the pipeline as if it had finished. ``init``: start from the weights of a pipeline
-    folder (a second stage)."""
+    folder (a second stage). ``offset_noise``: add ``offset_noise * N(0, 1)`` per image and
+    channel, constant over pixels, to the training noise (Guttenberg's "offset noise"): the
+    low-frequency content of ``x_t`` then no longer tells the image's overall colour at high
+    noise, so the model has to take it from the prompt (time of day is the sky's colour)."""
     from tqdm.auto import tqdm
 
     from syncsde.scenes.model import ScenesPipeline, build_pipeline
@@ -157,6 +161,8 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
     settings = dict(kind="diffusion", steps=steps, batch=batch, lr=lr, seed=seed, threads=threads,
                     ema_decay=ema_decay, p_uncond=p_uncond, init=None if init is None else str(init),
                     pooled_prompt=bool(pooled_prompt))
+    if offset_noise:   # only when used, so older checkpoints resume with their settings
+        settings["offset_noise"] = float(offset_noise)
     meta, tensors = _load_checkpoint(out)
     step, elapsed = 0, 0.0
     if meta is not None:
@@ -193,6 +199,8 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + step)
         t = torch.randint(0, len(abar), (batch,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
+        if offset_noise:
+            noise = noise + offset_noise * torch.randn((batch, x0.shape[1], 1, 1), generator=g)
         a = abar[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise  # q(x_t | x_0), Ho et al. eq. 4
         for grp in opt.param_groups:
@@ -385,6 +393,8 @@ def main(argv=None) -> int:
                    help="cross-attention only (no pooled prompt in the time embedding)")
     d.add_argument("--finish-at", type=int, default=None,
                    help="end after this many steps (the schedule still follows --steps)")
+    d.add_argument("--offset-noise", type=float, default=0.0,
+                   help="per-image, per-channel constant noise added to the training noise")
     d.add_argument("--quiet", action="store_true")
     c = sub.add_parser("classifier")
     c.add_argument("--out", required=True)
@@ -408,11 +418,10 @@ def main(argv=None) -> int:
     if a.what == "diffusion":
         s = train_diffusion(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
                             progress=not a.quiet, log=log, finish_at=a.finish_at, init=a.init,
-                            pooled_prompt=not a.no_pooled_prompt)
+                            pooled_prompt=not a.no_pooled_prompt, offset_noise=a.offset_noise)
     elif a.what == "classifier":
         s = train_classifier(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
-                             progress=not a.quiet, log=log, finish_at=a.finish_at, init=a.init,
-                            pooled_prompt=not a.no_pooled_prompt)
+                             progress=not a.quiet, log=log, finish_at=a.finish_at)
     elif a.what == "export":
         print(export_checkpoint(a.run, a.out))
         return 0
