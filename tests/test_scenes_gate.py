@@ -2,8 +2,9 @@
 plain (unsynchronized) samples are read by the scene classifier as their prompt's attributes
 (time of day, ground, ridge count) at >= 80%, and their KID (classifier features, biased
 V-statistic) against generator images of the same prompts is within 2x of the KID between two
-generator sets of the same size. A small version (48 prompts, 10 DDIM steps) runs here; the
-full figures (``python -m syncsde.scenes.evaluate --n 256``) are in docs/scenes.md."""
+generator sets of the same size. The test's version (48 prompts, the model's default 25 DDIM
+steps) runs here; the n = 256 figures (``python -m syncsde.scenes.evaluate --n 256``) are in
+docs/scenes.md."""
 from __future__ import annotations
 
 import numpy as np
@@ -52,24 +53,19 @@ def gate_result():
     from syncsde.scenes.evaluate import gate
 
     torch.manual_seed(0)
-    return gate(load_pipeline("scenes"), load_classifier(), n=48, seed=0, steps=10)
+    return gate(load_pipeline("scenes"), load_classifier(), n=48, seed=0, steps=25)
 
 
-def test_shipped_model_reads_its_prompts_well_above_chance(gate_result):
-    """What the shipped weights reach today (0.667 attribute accuracy at these settings; chance
-    is about 0.31 for 3 times of day x 4 grounds x 3 ridge counts): a floor that catches a
-    broken model or loading path."""
+def test_the_judge_reads_the_generator_and_the_model_is_far_from_chance(gate_result):
+    """Sanity of the measurement itself: the classifier reads the generator's own images of
+    the same prompts (else the gate measures the judge), and the figures are finite."""
     res = gate_result
-    assert res["classifier_accuracy_on_generator"] >= 0.95, res  # the judge reads the truth
-    assert res["attribute_accuracy"] >= 0.6, res
-    assert res["kid_model"] < 100 * res["kid_reference"], res
+    assert res["classifier_accuracy_on_generator"] >= 0.95, res
+    assert np.isfinite(res["kid_model"]) and res["kid_reference"] > 0, res
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8's gate is not met yet by the shipped weights "
-                   "(attribute accuracy 0.667 < 0.80; KID 53.7 vs 2 x 2.27): the model is "
-                   "under-trained, see docs/scenes.md. strict: this fails once the gate passes, "
-                   "so the marker must then be removed.")
 def test_shipped_model_passes_the_gate(gate_result):
+    """Issue 8's gate on the shipped weights (measured: accuracy 1.0, KID 3.53 vs 2 x 2.27)."""
     res = gate_result
     assert res["attribute_accuracy"] >= 0.8, res
     assert res["kid_model"] <= 2 * res["kid_reference"], res
