@@ -434,3 +434,39 @@ def test_ridge_average_matches_numpy_solve():
     ref = x0.copy()
     ref[cv] = np.linalg.solve(M[np.ix_(cv, cv)], b[cv])
     np.testing.assert_allclose(got, ref, atol=1e-8)
+
+
+def test_tileable_and_panorama360_decode_with_wrap_padding_on_a_latent_model(tmp_path):
+    """On a VAE model the periodic canvas is decoded with its wrap: the image equals a decode of
+    the latents padded circularly by 8 latent pixels (along both axes for tileable, along the
+    width for the 360-degree panorama) with the padding's pixels cut (built here with
+    torch.cat); a plain decode differs."""
+    pytest.importorskip("diffusers")
+    from tiny_models import sd_pipeline
+
+    from syncsde.models import denoiser_from_pipeline
+    from syncsde.tasks import panorama_image, tileable_image
+
+    torch.set_num_threads(1)
+    den = denoiser_from_pipeline(sd_pipeline(tmp_path))
+    f = den.vae_scale_factor
+
+    def padded_decode(z, rows: bool):
+        p = 8
+        zz = torch.cat([z[..., -p:], z, z[..., :p]], dim=-1)
+        if rows:
+            zz = torch.cat([zz[..., -p:, :], zz, zz[..., :p, :]], dim=-2)
+        img = den.decode(zz)
+        c = p * f
+        img = img[..., c:img.shape[-1] - c]
+        return img[..., c:img.shape[-2] - c, :] if rows else img
+
+    r = tileable_image(den, "a", height=32 * f // 2, width=32 * f // 2, num_inference_steps=2,
+                       guidance_scale=1.0, progress=False)
+    z = r.latents[None] if r.latents.dim() == 3 else r.latents
+    assert torch.allclose(r.tensors, padded_decode(z, True), atol=1e-5)
+    assert not torch.allclose(r.tensors, den.decode(z), atol=1e-3)
+    p = panorama_image(den, "a", height=16 * f // 2, num_inference_steps=2, guidance_scale=1.0,
+                       progress=False)
+    z = p.latents[None] if p.latents.dim() == 3 else p.latents
+    assert torch.allclose(p.tensors, padded_decode(z, False), atol=1e-5)

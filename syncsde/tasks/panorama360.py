@@ -174,7 +174,7 @@ def panorama_image(model: Any, prompt: Any, height: int = 512, negative_prompt: 
     problem = panorama_problem(C, height // f, s, prompt, negative_prompt, cams)
     return run_problem(problem, den, task="panorama360", strategy=strategy, inv_lambda=inv_lambda,
                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                       seed=seed, progress=progress, max_batch=max_batch,
+                       seed=seed, progress=progress, max_batch=max_batch, wrap="width",
                        output_rule=lambda r: fill_uncovered(r.canvas, problem.views),
                        settings=dict(prompt=prompt, negative_prompt=negative_prompt,
                                      height=height, width=2 * height, view_size=s * f,

@@ -44,10 +44,12 @@ def run_problem(problem: Problem, den: Any, *, task: str, strategy: str | Strate
                 guidance_scale: float = 7.5, seed: int = 0, progress: bool = True,
                 max_batch: int | None = None, schedule: SamplingSchedule | str | None = None,
                 output_rule: Callable[[Any], torch.Tensor] | None = None,
-                settings: dict | None = None) -> Any:
+                settings: dict | None = None, wrap: Any = None) -> Any:
     """Samples ``problem`` and decodes its output (``output_rule(sample_result)`` when the task
     post-processes the canvas, e.g. fills pixels no view sees); returns a
-    :class:`syncsde.pipelines.PipelineResult`."""
+    :class:`syncsde.pipelines.PipelineResult`. ``wrap`` ("width", "height", "both"): the canvas
+    is periodic along those axes, so the VAE decodes it with wrap padding (no seam where the
+    canvas meets itself)."""
     from syncsde.pipelines import PipelineResult, make_task_strategy  # diffusers extras: lazily
 
     strat = make_task_strategy(strategy, inv_lambda)
@@ -63,7 +65,12 @@ def run_problem(problem: Problem, den: Any, *, task: str, strategy: str | Strate
     if getattr(den, "vae", None) is not None and hasattr(den, "decode"):
         from syncsde.denoisers.diffusers_models import to_pil
 
-        tensors = den.decode(latents.unsqueeze(0) if latents.dim() == 3 else latents)
+        if wrap:
+            from syncsde.denoisers.vae_tiling import decode_canvas
+
+            tensors = decode_canvas(den, latents, vae_tiling=False, wrap=wrap)
+        else:
+            tensors = den.decode(latents.unsqueeze(0) if latents.dim() == 3 else latents)
         images = to_pil(tensors)
     s = dict(task=task, strategy=res.strategy, inv_lambda=inv_lambda,
              num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed,

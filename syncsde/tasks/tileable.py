@@ -115,7 +115,7 @@ def tileable_image(model: Any, prompt: Any, height: int = 512, width: int = 512,
     problem = tileable_problem((C, H, W), (min(win, H), min(win, W)), st, prompt, negative_prompt)
     res = run_problem(problem, den, task="tileable", strategy=strategy, inv_lambda=inv_lambda,
                       num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                      seed=seed, progress=progress, max_batch=max_batch,
+                      seed=seed, progress=progress, max_batch=max_batch, wrap="both",
                       settings=dict(prompt=prompt, negative_prompt=negative_prompt, height=height,
                                     width=width, window=win * f, stride=[v * f for v in st]))
     if res.tensors is not None:
