@@ -216,7 +216,13 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", action="store_true",
                     help="also the gradient-based strategies (syncdiffusion, syncvc) on wide and "
                          "ambiguous")
+    ap.add_argument("--composition", action="store_true",
+                    help="also the issue-13 strategies: regiongraph on wide, poe (its defaults) on "
+                         "ambiguous")
     a = ap.parse_args(argv)
+    if a.composition:
+        WIDE_STRATEGIES.append("regiongraph")
+        AMBIGUOUS_STRATEGIES.append("poe")
     if a.guidance:
         for names in (WIDE_STRATEGIES, AMBIGUOUS_STRATEGIES):
             names += [g for g in ("syncdiffusion", "syncvc") if g not in names]
