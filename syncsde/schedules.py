@@ -168,7 +168,8 @@ class LinearInvLambda(InvLambdaSchedule):
         ts = [int(t) for t in timesteps]
         if not ts:
             raise ValueError("LinearInvLambda.bind: empty timestep list")
-        return replace(self, T=max(ts))
+        # a single step at t = 0 (one-step leading schedules) has no pull: 1/lambda(0) = 0
+        return replace(self, T=max(max(ts), 1))
 
     def __call__(self, t: Any) -> float:
         if self.T is None:

@@ -167,3 +167,26 @@ def test_inv_lambda_schedules():
             S.LinearInvLambda(bad)
         with pytest.raises(ValueError):
             S.ConstantInvLambda(bad)
+
+
+def test_linear_inv_lambda_binds_a_one_step_schedule_at_t0():
+    """diffusers' leading spacing with one step samples only t = 0: the pull there is 0 (the
+    authors' 1/lambda(t) = inv_lambda t / T), not an error."""
+    from syncsde.schedules import LinearInvLambda
+
+    s = LinearInvLambda(5.0).bind([0])
+    assert s(0) == 0.0
+    assert LinearInvLambda(5.0).bind([981, 1])(981) == 5.0
+
+
+def test_one_step_syncsde_run_on_the_scenes_model():
+    pytest.importorskip("diffusers")
+    import torch
+
+    from syncsde.models import load_pipeline
+    from syncsde.pipelines import wide_image
+
+    torch.set_num_threads(1)
+    r = wide_image(load_pipeline("scenes"), "a day over the sea", height=32, width=64,
+                   num_inference_steps=1, guidance_scale=3.0, progress=False)
+    assert r.tensors.shape == (1, 3, 32, 64) and torch.isfinite(r.tensors).all()
