@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from syncsde.conventions import StepControl
+
 __all__ = ["SyncPipeline", "SyncPipelineOutput", "TASKS"]
 
 TASKS = ("wide", "mask", "ambiguous", "edit")
@@ -40,16 +42,15 @@ class SyncPipelineOutput:
         return (self.images,)
 
 
-class SyncPipeline:
-    """Synchronized sampling with diffusers' calling conventions (see the module doc)."""
+class SyncPipeline(StepControl):
+    """Synchronized sampling with diffusers' calling conventions (see the module doc). The
+    callback state diffusers' callbacks read (``interrupt``, ``num_timesteps``,
+    ``guidance_scale``, ``do_classifier_free_guidance``) comes from :class:`StepControl`."""
 
     def __init__(self, pipe: Any):
         if pipe is None:
             raise ValueError("SyncPipeline needs a diffusers pipeline (or a syncsde denoiser)")
-        self.pipe = pipe
-        self._interrupt = False
-        self._num_timesteps = 0
-        self._guidance_scale = 1.0
+        super().__init__(pipe)
 
     @classmethod
     def from_pipe(cls, pipe: Any) -> "SyncPipeline":
@@ -62,23 +63,6 @@ class SyncPipeline:
         from syncsde.models import load_pipeline
 
         return cls(load_pipeline(model_id_or_path, **kwargs))
-
-    # what diffusers' callbacks read from their first argument
-    @property
-    def interrupt(self) -> bool:
-        return bool(self._interrupt)
-
-    @property
-    def num_timesteps(self) -> int:
-        return self._num_timesteps
-
-    @property
-    def guidance_scale(self) -> float:
-        return self._guidance_scale
-
-    @property
-    def do_classifier_free_guidance(self) -> bool:
-        return self._guidance_scale > 1
 
     @property
     def device(self):

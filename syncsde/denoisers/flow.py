@@ -25,12 +25,12 @@ The pipeline is referenced weakly (its ``encode_prompt`` is used, nothing is set
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
 from typing import Any, Sequence
 
 import torch
 
 from syncsde.denoisers.diffusers_models import StableDiffusionDenoiser, decode_latents
+from syncsde.denoisers.pooled_prompts import PooledPromptCache
 from syncsde.solvers import flow_level
 
 __all__ = ["FlowPromptEncoder", "FlowMatchDenoiser", "SD3Denoiser", "FluxDenoiser",
@@ -44,7 +44,7 @@ def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: in
     return image_seq_len * m + (base_shift - m * base_seq_len)
 
 
-class FlowPromptEncoder:
+class FlowPromptEncoder(PooledPromptCache):
     """``(embeds [L, D], pooled [P])`` per prompt from the pipeline's ``encode_prompt``, cached
     per (prompt, clip_skip). ``None`` is the empty prompt (SD3 and FLUX encode "" for it)."""
 
@@ -56,9 +56,8 @@ class FlowPromptEncoder:
         self._owned = None  # a strong reference when this encoder owns its pipeline (hold)
         self.family = family
         self.max_sequence_length = int(max_sequence_length or (256 if family == "sd3" else 512))
-        self.cache_size = int(cache_size)
-        self._cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.misses = 0
+        self.label = "SD3" if family == "sd3" else "FLUX"
+        super().__init__(cache_size)
 
     def hold(self, pipe: Any) -> None:
         """Keep the pipeline alive (for a pipeline loaded on the fly that nobody else holds)."""
@@ -89,39 +88,6 @@ class FlowPromptEncoder:
                                            num_images_per_prompt=1,
                                            max_sequence_length=self.max_sequence_length)
         return pe[0].detach(), pp[0].detach()
-
-    def __call__(self, prompts: Sequence[Any], device=None, dtype=None,
-                 clip_skip: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if clip_skip is not None and (isinstance(clip_skip, bool) or not isinstance(clip_skip, int)
-                                      or clip_skip < 0):
-            raise ValueError(f"clip_skip must be an integer >= 0, got {clip_skip!r}")
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        out = []
-        for p in prompts:
-            if isinstance(p, tuple) and len(p) == 2 and all(isinstance(t, torch.Tensor) for t in p):
-                e, q = p
-                e = e[0] if e.dim() == 3 else e
-                q = q[0] if q.dim() == 2 else q
-            elif p is None or isinstance(p, str):
-                key = ("" if p is None else p, None if p is None else clip_skip)
-                if key not in self._cache:
-                    self.misses += 1
-                    self._cache[key] = self._encode(key[0], key[1], dev)
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
-                self._cache.move_to_end(key)
-                e, q = self._cache[key]
-            elif isinstance(p, torch.Tensor):
-                raise ValueError("prompt embeddings of SD3 / FLUX need their pooled embeddings: "
-                                 "pass pooled_prompt_embeds (and negative_pooled_prompt_embeds)")
-            else:
-                raise TypeError(f"a prompt must be a string, None or (embeds, pooled), got "
-                                f"{type(p).__name__}")
-            e, q = e.to(dev), q.to(dev)
-            if dtype is not None:
-                e, q = e.to(dtype), q.to(dtype)
-            out.append((e, q))
-        return out
 
 
 class FlowMatchDenoiser(StableDiffusionDenoiser):

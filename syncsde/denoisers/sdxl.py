@@ -18,13 +18,13 @@ target_size`` (pixels). :class:`XLPromptEncoder` follows
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from syncsde.denoisers.diffusers_models import StableDiffusionDenoiser, decode_latents
+from syncsde.denoisers.pooled_prompts import PooledPromptCache
 
 __all__ = ["XLCondition", "XLPromptEncoder", "StableDiffusionXLDenoiser"]
 
@@ -41,7 +41,7 @@ class XLCondition:
     original_size: tuple[int, int] | None = None
 
 
-class XLPromptEncoder:
+class XLPromptEncoder(PooledPromptCache):
     """SDXL's two tokenizers / text encoders with a cache per (prompt, clip_skip).
 
     Calling it returns one ``(embeds [L, D1 + D2], pooled [P])`` pair per prompt: each encoder's
@@ -60,9 +60,9 @@ class XLPromptEncoder:
         self.tokenizers = list(tokenizers)
         self.text_encoders = list(text_encoders)
         self.force_zeros = bool(force_zeros_for_empty_prompt)
-        self.cache_size = int(cache_size)
-        self._cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.misses = 0
+        super().__init__(cache_size)
+
+    label = "SDXL"
 
     @property
     def text_encoder(self):
@@ -91,41 +91,11 @@ class XLPromptEncoder:
                              "CLIPTextModelWithProjection as text_encoder_2)")
         return torch.cat(hidden, dim=-1)[0].detach(), pooled[0].detach()
 
-    def __call__(self, prompts: Sequence[Any], device=None, dtype=None,
-                 clip_skip: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if clip_skip is not None and (isinstance(clip_skip, bool) or not isinstance(clip_skip, int)
-                                      or clip_skip < 0):
-            raise ValueError(f"clip_skip must be an integer >= 0, got {clip_skip!r}")
-        dev = self._device(device)
-        out = []
-        for p in prompts:
-            if isinstance(p, tuple) and len(p) == 2 and all(isinstance(t, torch.Tensor) for t in p):
-                e, q = p
-                e = e[0] if e.dim() == 3 else e
-                q = q[0] if q.dim() == 2 else q
-            elif p is None and self.force_zeros:
-                e, q = self([""], device, None)[0]
-                e, q = torch.zeros_like(e), torch.zeros_like(q)
-            elif p is None or isinstance(p, str):
-                key = ("" if p is None else p, None if p is None else clip_skip)
-                if key not in self._cache:
-                    self.misses += 1
-                    self._cache[key] = self._encode(key[0], key[1], dev)
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
-                self._cache.move_to_end(key)
-                e, q = self._cache[key]
-            elif isinstance(p, torch.Tensor):
-                raise ValueError("SDXL prompt embeddings need their pooled embeddings: pass "
-                                 "pooled_prompt_embeds (and negative_pooled_prompt_embeds)")
-            else:
-                raise TypeError(f"an SDXL prompt must be a string, None or (embeds, pooled), got "
-                                f"{type(p).__name__}")
-            e, q = e.to(dev), q.to(dev)
-            if dtype is not None:
-                e, q = e.to(dtype), q.to(dtype)
-            out.append((e, q))
-        return out
+    def _empty_pair(self, device, clip_skip):
+        if not self.force_zeros:
+            return None
+        e, q = self([""], device, None)[0]   # diffusers' force_zeros_for_empty_prompt
+        return torch.zeros_like(e), torch.zeros_like(q)
 
 
 def _pair(v: Any, name: str) -> tuple[int, int]:
