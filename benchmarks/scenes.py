@@ -75,6 +75,26 @@ def hue_intersection(img: np.ndarray, w: int = 32, bins: int = 16) -> float:
     return float(np.mean(vals))
 
 
+def parse_strategy(spec: str):
+    """``name`` or ``name:key=value,key=value`` (numbers parsed) -> (label, strategy object)."""
+    from syncsde.strategies import make_strategy
+
+    name, _, rest = spec.partition(":")
+    opts = {}
+    for kv in filter(None, rest.split(",")):
+        k, eq, v = kv.partition("=")
+        if not eq:
+            raise SystemExit(f"bad strategy option {kv!r} in {spec!r}; expected key=value")
+        try:
+            opts[k] = int(v)
+        except ValueError:
+            try:
+                opts[k] = float(v)
+            except ValueError:
+                opts[k] = v
+    return spec, (make_strategy(name, **opts) if opts else name)
+
+
 def random_crops(imgs: list[np.ndarray], per: int, rng) -> torch.Tensor:
     out = []
     for im in imgs:
@@ -103,11 +123,11 @@ def wide(pipe, clf, n, steps, log):
 
     res = {"generator": dict(stats(gen), kid=mmd2_biased(f_gen2, f_gen),
                              seconds_per_sample=0.0)}
-    for name in WIDE_STRATEGIES:
+    for name, strategy in map(parse_strategy, WIDE_STRATEGIES):
         t0 = time.perf_counter()
         imgs = []
         for s in range(n):
-            r = wide_image(pipe, WIDE_PROMPT, height=32, width=256, stride=16, strategy=name,
+            r = wide_image(pipe, WIDE_PROMPT, height=32, width=256, stride=16, strategy=strategy,
                            num_inference_steps=steps, guidance_scale=3.0, seed=s, progress=False)
             imgs.append(r.tensors[0].permute(1, 2, 0).numpy())
         dt = (time.perf_counter() - t0) / n
@@ -123,12 +143,12 @@ def ambiguous(pipe, clf, n, steps, log):
     from syncsde.scenes.vocab import parse_prompt
 
     res = {}
-    for name in AMBIGUOUS_STRATEGIES:
+    for name, strategy in map(parse_strategy, AMBIGUOUS_STRATEGIES):
         t0 = time.perf_counter()
         ok = tot = 0
         for s in range(n):
             pa, pb = AMBIGUOUS_PAIRS[s % len(AMBIGUOUS_PAIRS)]
-            r = ambiguous_image(pipe, pa, pb, view="rot180", strategy=name,
+            r = ambiguous_image(pipe, pa, pb, view="rot180", strategy=strategy,
                                 num_inference_steps=steps, guidance_scale=3.0, seed=s,
                                 progress=False)
             preds = predict_attributes(clf, r.tensors[:2])
@@ -148,7 +168,7 @@ def edit(pipe, clf, n, steps, log):
     from syncsde.scenes.vocab import parse_prompt
 
     res = {}
-    for name in EDIT_STRATEGIES:
+    for name, strategy in map(parse_strategy, EDIT_STRATEGIES):
         t0 = time.perf_counter()
         hit = []
         keep = []
@@ -157,7 +177,7 @@ def edit(pipe, clf, n, steps, log):
                          scene_rng(201, s)).image
             for sw, tw, attr in EDITS:
                 r = edit_image(pipe, src, EDIT_SOURCE, source_word=sw, target_word=tw,
-                               strategy=name, num_inference_steps=steps, guidance_scale=3.0,
+                               strategy=strategy, num_inference_steps=steps, guidance_scale=3.0,
                                seed=s, progress=False)
                 want = getattr(parse_prompt(replace_word(EDIT_SOURCE, sw, tw)), attr)
                 hit.append(predict_attributes(clf, r.tensors[:1])[0][attr] == want)
@@ -219,7 +239,19 @@ def main(argv=None) -> int:
     ap.add_argument("--composition", action="store_true",
                     help="also the issue-13 strategies: regiongraph on wide, poe (its defaults) on "
                          "ambiguous")
+    ap.add_argument("--strategies", default=None,
+                    help="replace the strategy lists: task=spec;spec;... separated by '/', a spec "
+                         "being name or name:key=value,... (e.g. "
+                         "'wide=multidiffusion;regiongraph:corrector_steps=1')")
     a = ap.parse_args(argv)
+    if a.strategies:
+        lists = {"wide": WIDE_STRATEGIES, "ambiguous": AMBIGUOUS_STRATEGIES,
+                 "edit": EDIT_STRATEGIES}
+        for part in a.strategies.split("/"):
+            task, eq, specs = part.partition("=")
+            if task not in lists or not eq:
+                raise SystemExit(f"bad --strategies part {part!r}; expected task=spec;spec")
+            lists[task][:] = [x for x in specs.split(";") if x]
     if a.composition:
         WIDE_STRATEGIES.append("regiongraph")
         AMBIGUOUS_STRATEGIES.append("poe")

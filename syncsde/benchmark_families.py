@@ -12,7 +12,11 @@ each family, not tuned to one case):
   a Markov control (Matern-1/2);
 - ``illusion``: ``p_A(x) p_B(P x)`` for rot90, rot180, flips, transpose, skew and a random
   permutation;
-- ``mixture``: a two-component mixture of fields (one "mode" must hold over the whole canvas).
+- ``mixture``: a two-component mixture of fields (one "mode" must hold over the whole canvas);
+- ``conditional``: editing (``p_tgt(x | x = x_src outside the mask)``) and mask composition
+  with a coherent target (the background's law outside, the object's law *given* that
+  background inside, :func:`syncsde.priors.coherent_composition`), the three-trajectory
+  problems of the mask / edit tasks.
 
 Gaussian cases are scored on exact output laws (:func:`syncsde.exact_laws.push_forward_law`):
 the Frechet distance W2^2 to the target, for strategies and oracle. Mixture cases on samples:
@@ -34,9 +38,12 @@ import torch
 from syncsde.exact_laws import CountingDenoiser, energy_distance, gaussian_kl, gaussian_w2, push_forward_law
 from syncsde.metrics import frechet_to_law
 from syncsde.priors import (FieldDenoiser, GaussianMixturePrior, GaussianPrior, MixtureFieldDenoiser,
-                            PriorDenoiser, gaussian_product)
-from syncsde.sampler import Problem, sample
-from syncsde.tasks import ambiguous_problem, wide_problem
+                            PriorDenoiser, coherent_composition, gaussian_conditional,
+                            gaussian_product)
+from syncsde.sampler import Problem, SamplingSchedule, invert, sample
+from syncsde.schedules import ConstantInvLambda
+from syncsde.strategies import make_strategy
+from syncsde.tasks import ambiguous_problem, edit_problem, masked_problem, wide_problem
 from syncsde.views import PixelMapViews, WindowViews
 
 __all__ = ["FamilyCase", "FAMILIES", "FAMILY_STRATEGIES", "build_cases", "run_case", "oracle_problem"]
@@ -52,6 +59,7 @@ class FamilyCase:
     note: str = ""
     window_law: Any = None             # mixture cases: per-window component laws (labels)
     extra: dict = field(default_factory=dict)
+    strategies: dict | None = None     # label -> (name, options): replaces FAMILY_STRATEGIES
 
     @property
     def gaussian(self) -> bool:
@@ -156,9 +164,69 @@ def _mixture_cases():
             _mixture_case("mixture 1x64 / 16 s8, SE 3, +-0.7", (1, 1, 64), (1, 16), (1, 8), 3.0, 0.7)]
 
 
+# the three-trajectory tasks: peers, SyncSDE (authors' 1/lambda and the per-task tuned one of
+# docs/benchmarks.md section 1), and conditional sampling with correctors
+def _conditional_strategies(tuned: dict) -> dict:
+    return {"independent": ("independent", {}), "multidiffusion": ("multidiffusion", {}),
+            "syncsde": ("syncsde", {"inv_lambda": 5.0}), "syncsde tuned": ("syncsde", tuned),
+            "inpaint": ("inpaint", {"corrector_steps": 0}),
+            "inpaint K1": ("inpaint", {"corrector_steps": 1, "snr": 1.0}),
+            "inpaint K3": ("inpaint", {"corrector_steps": 3, "snr": 1.0})}
+
+
+def _box(H, W, rows, cols) -> torch.Tensor:
+    m = torch.zeros(H, W)
+    m[rows[0]:rows[1], cols[0]:cols[1]] = 1
+    return m
+
+
+def _edit_case(name, size, mask, kernel_kw, src_mean, tgt_mean, seed):
+    def build(abar):
+        H, W = size
+        kw = dict(kernel_kw)
+        kernel = kw.pop("kernel")
+        src = GaussianPrior.field(kernel, (H, W), mean=src_mean, **kw)
+        tgt = GaussianPrior.field(kernel, (H, W), mean=tgt_mean, **kw)
+        den = PriorDenoiser({"src": src, "tgt": tgt}, abar)
+        x_src = src.sample(1, generator=torch.Generator().manual_seed(seed)).to(torch.float32)
+        # the source's x_T by DDIM inversion (50 steps; the target law does not depend on it)
+        x_T = invert(x_src, den, "src", SamplingSchedule.preset("sd", 50), progress=False)[0]
+        target = gaussian_conditional(tgt, 1 - mask, x_src[0])
+        return FamilyCase("conditional", name, edit_problem(x_T, mask, "src", "tgt", null="src"),
+                          den, target, "edit", strategies=_conditional_strategies({"inv_lambda": 50.0}))
+    return build
+
+
+def _mask_case(name, size, mask, bg_kw, obj_kw):
+    def build(abar):
+        H, W = size
+        bg = GaussianPrior.field(bg_kw["kernel"], (H, W), **{k: v for k, v in bg_kw.items() if k != "kernel"})
+        obj = GaussianPrior.field(obj_kw["kernel"], (H, W), **{k: v for k, v in obj_kw.items() if k != "kernel"})
+        den = PriorDenoiser({"bg": bg, "obj": obj, "both": GaussianMixturePrior([bg, obj], [0.5, 0.5])}, abar)
+        return FamilyCase("conditional", name, masked_problem((1, H, W), mask, "bg", "obj", "both"), den,
+                          coherent_composition(bg, obj, mask), "mask, coherent target",
+                          strategies=_conditional_strategies({"inv_lambda": ConstantInvLambda(2.0)}))
+    return build
+
+
+def _conditional_cases():
+    return [
+        _edit_case("edit 8x8, centre 4x4, SE 2", (8, 8), _box(8, 8, (2, 6), (2, 6)),
+                   {"kernel": "se", "lengthscale": 2.0}, -0.5, 1.0, 1234),
+        _edit_case("edit 12x12, left third, Matern-3/2 3", (12, 12), _box(12, 12, (0, 12), (0, 4)),
+                   {"kernel": "matern", "nu": 1.5, "lengthscale": 3.0}, 0.0, 0.8, 99),
+        _mask_case("mask 8x8, centre 4x4 (coherent)", (8, 8), _box(8, 8, (2, 6), (2, 6)),
+                   {"kernel": "se", "lengthscale": 3.0, "mean": -1.0},
+                   {"kernel": "se", "lengthscale": 1.0, "mean": 1.0}),
+        _mask_case("mask 12x12, bottom band (coherent)", (12, 12), _box(12, 12, (8, 12), (0, 12)),
+                   {"kernel": "se", "lengthscale": 2.0, "mean": 0.5},
+                   {"kernel": "matern", "nu": 1.5, "lengthscale": 2.0, "mean": -0.5}),
+    ]
+
+
 FAMILIES: dict[str, Callable[[], list]] = {
     "grid": _grid_cases, "cylinder": _cylinder_cases, "long": _long_cases,
-    "illusion": _illusion_cases, "mixture": _mixture_cases,
+    "illusion": _illusion_cases, "mixture": _mixture_cases, "conditional": _conditional_cases,
 }
 
 # label -> (strategy, options); strategies that do not apply to a case's views are left out
@@ -175,14 +243,26 @@ FAMILY_STRATEGIES: dict[str, tuple[str, dict]] = {
     "regiongraph K3": ("regiongraph", {"corrector_steps": 3, "snr": 0.5}),
     "poe K1": ("poe", {"corrector_steps": 1, "snr": 1.0}),
     "poe K3": ("poe", {"corrector_steps": 3, "snr": 0.5}),
+    "sequential K1": ("sequential", {"corrector_steps": 1, "snr": 1.0}),
+    "sequential K3": ("sequential", {"corrector_steps": 3, "snr": 1.0}),
 }
 
 
 def is_stochastic(name: str, opts: dict) -> bool:
-    """Strategies with their own noise (Langevin correctors): scored on samples, against the
-    oracle's samples."""
+    """Strategies with their own noise (Langevin correctors, freshly noised known pixels):
+    scored on samples, against the oracle's samples."""
     return name == "poe" and opts.get("corrector_steps", 1) > 0 or \
-        name == "regiongraph" and opts.get("corrector_steps", 0) > 0
+        name == "regiongraph" and opts.get("corrector_steps", 0) > 0 or \
+        name in ("sequential", "inpaint")
+
+
+def _sample(problem, den, name, schedule, opts, **kw):
+    """One sampled run: a lockstep strategy through :func:`sample`, a scheme (``sequential``)
+    through its own ``run``."""
+    strat = make_strategy(name, **opts)
+    if hasattr(strat, "run"):
+        return strat.run(problem, den, schedule, **kw).output
+    return sample(problem, den, strat, schedule, **kw).output
 
 
 def build_cases(families, abar) -> list[FamilyCase]:
@@ -223,7 +303,8 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
         res["target"] = {"mode_corr": mode_corr(case, ref),
                          "energy": energy_distance(ref, case.target.sample(
                              samples, generator=torch.Generator().manual_seed(seed + 1998)))}
-    runs = list((strategies or FAMILY_STRATEGIES).items()) + [("oracle", ("independent", {}))]
+    runs = list((strategies or case.strategies or FAMILY_STRATEGIES).items()) + \
+        [("oracle", ("independent", {}))]
     stochastic = case.gaussian and any(is_stochastic(n, o) for _, (n, o) in runs)
     if stochastic:  # the sampled oracle, and exact target samples: the floor of a sampled W2
         runs.append(("oracle (sampled)", ("independent", {})))
@@ -238,19 +319,26 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
         counter = CountingDenoiser(den)
         t0 = time.perf_counter()
         try:
-            if case.gaussian and (is_stochastic(name, opts) or label == "oracle (sampled)"):
-                out = sample(problem, counter, name, schedule, seed=seed, batch=samples,
-                             dtype=torch.float64, progress=False, **opts).output
+            law = None
+            if case.gaussian and not (is_stochastic(name, opts) or label == "oracle (sampled)"):
+                try:
+                    law = push_forward_law(problem, counter, name, schedule, **opts)
+                except ValueError as e:  # not affine (a mixture prompt): scored on samples
+                    if "not affine" not in str(e):
+                        raise
+                    counter = CountingDenoiser(den)
+            if law is not None:
+                r = {"w2": gaussian_w2(law, case.target), "kl": gaussian_kl(law, case.target)}
+                batch = law.batch
+            elif case.gaussian:
+                out = _sample(problem, counter, name, schedule, opts, seed=seed, batch=samples,
+                              dtype=torch.float64, progress=False)
                 r = {"w2_sampled": frechet_to_law(out.reshape(samples, -1), case.target.mean_vector,
                                                   case.target.covariance)}
                 batch = samples
-            elif case.gaussian:
-                law = push_forward_law(problem, counter, name, schedule, **opts)
-                r = {"w2": gaussian_w2(law, case.target), "kl": gaussian_kl(law, case.target)}
-                batch = law.batch
             else:
-                out = sample(problem, counter, name, schedule, seed=seed, batch=samples,
-                             dtype=torch.float64, progress=False, **opts).output
+                out = _sample(problem, counter, name, schedule, opts, seed=seed, batch=samples,
+                              dtype=torch.float64, progress=False)
                 r = {"energy": energy_distance(out, ref),
                      "w2_fit": frechet_to_law(out.reshape(samples, -1), case.target.mean_vector,
                                               case.target.covariance),

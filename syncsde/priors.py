@@ -31,6 +31,7 @@ import torch
 __all__ = [
     "KERNELS", "field_covariance", "GaussianLaw", "GaussianPrior", "GaussianMixturePrior",
     "PriorDenoiser", "gaussian_product", "gaussian_conditional", "masked_composition",
+    "coherent_composition",
 ]
 
 KERNELS = ("se", "matern", "power", "exp_separable")
@@ -672,6 +673,38 @@ def masked_composition(prior_bg: Any, prior_obj: Any, mask: Any) -> GaussianLaw:
     n = 1.0 - m
     mean = n * mu_b + m * mu_o
     cov = n[:, None] * cov_b * n[None, :] + m[:, None] * cov_o * m[None, :]
+    return GaussianLaw(mean, cov, shape)
+
+
+def coherent_composition(prior_bg: Any, prior_obj: Any, mask: Any) -> GaussianLaw:
+    r"""Law of a background drawn from ``prior_bg`` outside the mask with the object region drawn
+    from ``prior_obj`` *given* that background (the object made to fit its surroundings):
+
+        x_o ~ p_bg(x_o),        x_m | x_o ~ p_obj(x_m | x_o),
+
+    with ``o`` the pixels outside (``M = 0``) and ``m`` inside. With ``A = S^obj_mo
+    (S^obj_oo)^{-1}``: mean ``(mu^bg_o, mu^obj_m + A (mu^bg_o - mu^obj_o))``, covariance
+    ``[[S^bg_oo, S^bg_oo A^T], [A S^bg_oo, A S^bg_oo A^T + S^obj_mm - A S^obj_om]]``.
+    Unlike :func:`masked_composition` (independent samples pasted together, which a final paste
+    attains exactly), this law asks the object to continue the background across the boundary.
+    """
+    mu_b, cov_b, shape = _law_parts(prior_bg, "prior_bg")
+    mu_o, cov_o, _ = _law_parts(prior_obj, "prior_obj")
+    if mu_b.numel() != mu_o.numel():
+        raise ValueError(f"prior_bg and prior_obj have different sizes ({mu_b.numel()} vs {mu_o.numel()})")
+    inside = _event_mask(mask, shape, "mask").bool()
+    m, o = inside.nonzero().reshape(-1), (~inside).nonzero().reshape(-1)
+    A = torch.linalg.solve(cov_o[o][:, o], cov_o[o][:, m]).T            # S_mo S_oo^-1
+    mean = mu_b.clone()
+    mean[m] = mu_o[m] + A @ (mu_b[o] - mu_o[o])
+    cov = torch.zeros_like(cov_b)
+    s_oo = cov_b[o][:, o]
+    cov[o[:, None], o[None, :]] = s_oo
+    cross = A @ s_oo                                                    # Cov(x_m, x_o)
+    cov[m[:, None], o[None, :]] = cross
+    cov[o[:, None], m[None, :]] = cross.T
+    cond = cov_o[m][:, m] - A @ cov_o[o][:, m]
+    cov[m[:, None], m[None, :]] = A @ s_oo @ A.T + 0.5 * (cond + cond.T)
     return GaussianLaw(mean, cov, shape)
 
 

@@ -229,3 +229,5 @@ STRATEGIES["syncvc"] = SyncVC
 # region-graph (Kikuchi) composition for 2-D grids and loops of windows (issue 13)
 import syncsde.strategies_regiongraph  # noqa: E402,F401  (registers "regiongraph")
 import syncsde.strategies_poe  # noqa: E402,F401  (registers "poe")
+import syncsde.strategies_inpaint  # noqa: E402,F401  (registers "inpaint")
+import syncsde.sequential  # noqa: E402,F401  (registers "sequential": windows one after another)

@@ -310,6 +310,13 @@ def _sample_task(den, problem, strat, sched, *, guidance_scale: float, eta: floa
     )
     from syncsde.denoisers.batching import BatchedDenoiser
 
+    if getattr(strat, "name", None) == "sequential":  # windows one after another (sequential.py)
+        if callback is not None or callback_on_step_end is not None or latents is not None \
+                or generator is not None or control is not None:
+            raise ValueError("strategy 'sequential' runs one window after another: it takes a "
+                             "seed, not latents, generators, ControlNets or step callbacks")
+        return strat.run(problem, den, sched, guidance_scale=_cfg(guidance_scale), seed=seed,
+                         batch=batch, device=den.device, progress=progress, max_batch=max_batch)
     init = getattr(strat, "init", None) or problem.init
     plan = plan_generator(generator, seed, latents, problem, batch, init,
                           float(getattr(sched, "initial_noise_scale", 1.0)))
