@@ -45,6 +45,7 @@ from syncsde.schedules import ConstantInvLambda
 from syncsde.strategies import make_strategy
 from syncsde.tasks import ambiguous_problem, edit_problem, masked_problem, wide_problem
 from syncsde.views import PixelMapViews, WindowViews
+from syncsde.window_limits import chain_completion_law, chain_order, sample_chain_completion
 
 __all__ = ["FamilyCase", "FAMILIES", "FAMILY_STRATEGIES", "build_cases", "run_case", "oracle_problem"]
 
@@ -256,6 +257,27 @@ def is_stochastic(name: str, opts: dict) -> bool:
         name in ("sequential", "inpaint")
 
 
+def window_floor(case: FamilyCase, samples: int, seed: int = 0) -> dict | None:
+    """The distance to the target of the maximum-entropy completion of the window marginals
+    (:mod:`syncsde.window_limits`): what no strategy using only the window model is identified
+    to beat. 1-D chains of windows only (None otherwise)."""
+    views = case.problem.views
+    if not isinstance(views, WindowViews):
+        return None
+    try:
+        chain_order(views)
+    except ValueError:
+        return None
+    if case.gaussian:
+        law = chain_completion_law(views, case.target.spatial_covariance, case.target.mean_vector,
+                                   views.canvas_shape[0])
+        return {"w2": gaussian_w2(law, case.target)}
+    x = sample_chain_completion(views, case.window_law, samples,
+                                torch.Generator().manual_seed(seed + 31))
+    ref = case.target.sample(samples, generator=torch.Generator().manual_seed(seed + 999))
+    return {"energy": energy_distance(x, ref), "mode_corr": mode_corr(case, x)}
+
+
 def _sample(problem, den, name, schedule, opts, **kw):
     """One sampled run: a lockstep strategy through :func:`sample`, a scheme (``sequential``)
     through its own ``run``."""
@@ -303,6 +325,9 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
         res["target"] = {"mode_corr": mode_corr(case, ref),
                          "energy": energy_distance(ref, case.target.sample(
                              samples, generator=torch.Generator().manual_seed(seed + 1998)))}
+    floor = window_floor(case, samples, seed)
+    if floor is not None:
+        res["window floor"] = floor
     runs = list((strategies or case.strategies or FAMILY_STRATEGIES).items()) + \
         [("oracle", ("independent", {}))]
     stochastic = case.gaussian and any(is_stochastic(n, o) for _, (n, o) in runs)
@@ -357,9 +382,10 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
 
 
 # ---- tables ----------------------------------------------------------------------------------
-TABLE_STRATEGIES = ("independent", "multidiffusion", "syncsde", "syncsde lin 2", "collage", "regiongraph",
-                    "regiongraph K1", "regiongraph K3", "poe K1", "poe K3")
-_NOT_STRATEGIES = ("oracle", "oracle (sampled)", "target", "target (sampled)")
+TABLE_STRATEGIES = ("independent", "multidiffusion", "syncsde", "syncsde lin 2", "syncsde tuned",
+                    "collage", "regiongraph", "regiongraph K1", "regiongraph K3", "poe K1", "poe K3",
+                    "sequential K1", "sequential K3", "inpaint", "inpaint K1", "inpaint K3")
+_NOT_STRATEGIES = ("oracle", "oracle (sampled)", "target", "target (sampled)", "window floor")
 
 
 def _views_per_step(res: dict) -> float:
@@ -389,8 +415,9 @@ def gaussian_table(results: dict, labels=TABLE_STRATEGIES) -> str:
     seen = {lab for e in results.values() for lab in e["strategies"]}
     cols = [lab for lab in labels if lab in seen] + sorted(
         seen - set(labels) - set(_NOT_STRATEGIES) - {"noise_average", "synctweedies"})
-    lines = ["| family | case | oracle W2 | " + " | ".join(cols) + " | best / oracle |",
-             "|---|---|---|" + "---|" * len(cols) + "---|"]
+    lines = ["| family | case | oracle W2 | " + " | ".join(cols) + " | best / oracle | "
+             "window-only floor / oracle |",
+             "|---|---|---|" + "---|" * len(cols) + "---|---|"]
     for name, entry in results.items():
         res = entry["strategies"]
         if "w2" not in res.get("oracle", {}):
@@ -403,8 +430,9 @@ def gaussian_table(results: dict, labels=TABLE_STRATEGIES) -> str:
             star = "*" if lab in res and "w2_sampled" in res[lab] else ""
             cells.append("-" if q is None else f"{q:.2f}{star} ({res[lab]['inputs_per_step'] / n:.1f}x)")
         blab, bv = best_of(res)
+        fl = res.get("window floor", {}).get("w2")
         lines.append(f"| {entry['family']} | {name} | {o:.3f} | " + " | ".join(cells)
-                     + f" | **{bv:.2f}** ({blab}) |")
+                     + f" | **{bv:.2f}** ({blab}) | " + ("-" if fl is None else f"{fl / o:.2f}") + " |")
     return "\n".join(lines)
 
 
@@ -415,14 +443,16 @@ def mixture_table(results: dict, labels=TABLE_STRATEGIES) -> str:
         res = entry["strategies"]
         if "energy" not in res.get("oracle", {}):
             continue
-        for lab in ("target",) + tuple(labels) + ("oracle",):
+        for lab in ("target",) + tuple(labels) + ("window floor", "oracle"):
             r = res.get(lab)
             if r is None:
                 continue
             e = f"{r['energy']:.4f}"
             w = f"{r['w2_fit']:.3f}" if "w2_fit" in r else "-"
             c = f"{r['inputs_per_step']:.0f}" if "inputs_per_step" in r else "-"
-            lines.append(f"| {name} | {lab}{' (exact samples vs exact samples)' if lab == 'target' else ''} "
+            note = {"target": " (exact samples vs exact samples)",
+                    "window floor": " (exact samples of the window-marginal completion)"}.get(lab, "")
+            lines.append(f"| {name} | {lab}{note} "
                          f"| {e} | {w} | {r['mode_corr']:.3f} | {c} |")
     return "\n".join(lines)
 
@@ -435,20 +465,26 @@ def family_summary(results: dict) -> str:
         o = res.get("oracle", {})
         if "w2" in o:
             lab, v = best_of(res)
+            fl = res.get("window floor", {}).get("w2")
             fam.setdefault(entry["family"], []).append(
-                (v, lab, name, res[lab]["inputs_per_step"] / _views_per_step(res)))
+                (v, lab, name, res[lab]["inputs_per_step"] / _views_per_step(res),
+                 None if fl is None else fl / o["w2"]))
         elif "energy" in o:
             cands = [(r["energy"], lab) for lab, r in res.items()
                      if lab not in _NOT_STRATEGIES and "energy" in r]
             v, lab = min(cands)
+            fl = res.get("window floor", {}).get("energy")
             fam.setdefault(entry["family"], []).append(
                 (v / o["energy"], lab, name + " (energy distance)",
-                 res[lab]["inputs_per_step"] / _views_per_step(res)))
+                 res[lab]["inputs_per_step"] / _views_per_step(res),
+                 None if fl is None else fl / o["energy"]))
     lines = ["| family | cases | best / oracle, range over cases | strategy at the worst case | "
-             "its model inputs per step (x N views) |", "|---|---|---|---|---|"]
+             "its model inputs per step (x N views) | window-only floor / oracle at the worst case |",
+             "|---|---|---|---|---|---|"]
     for f, rows in fam.items():
-        lo, hi = min(r[0] for r in rows), max(rows)
-        lines.append(f"| {f} | {len(rows)} | {lo:.2f} - {hi[0]:.2f} | {hi[1]} ({hi[2]}) | {hi[3]:.1f} |")
+        lo, hi = min(r[0] for r in rows), max(rows, key=lambda r: r[0])
+        fl = "-" if hi[4] is None else f"{hi[4]:.2f}"
+        lines.append(f"| {f} | {len(rows)} | {lo:.2f} - {hi[0]:.2f} | {hi[1]} ({hi[2]}) | {hi[3]:.1f} | {fl} |")
     return "\n".join(lines)
 
 
@@ -465,9 +501,14 @@ def plot_frontier(results: dict, path) -> None:
     from syncsde.atomic import atomic_savefig
 
     fams: dict[str, list] = {}
+    floors: dict[str, list] = {}
     for name, entry in results.items():
         res = entry["strategies"]
         n = _views_per_step(res)
+        fl, o = res.get("window floor", {}), res.get("oracle", {})
+        key = "w2" if "w2" in fl else "energy"
+        if key in fl and key in o and o[key] > 0:
+            floors.setdefault(entry["family"], []).append(fl[key] / o[key])
         for lab in res:
             if lab in _NOT_STRATEGIES:
                 continue
@@ -477,9 +518,13 @@ def plot_frontier(results: dict, path) -> None:
             if q is not None:
                 fams.setdefault(entry["family"], []).append((res[lab]["inputs_per_step"] / n, q, lab, name))
     fig, axes = plt.subplots(1, len(fams), figsize=(3.4 * len(fams), 3.4), squeeze=False)
-    markers = dict(zip(FAMILY_STRATEGIES, "os^v<>DphX*P"))
-    colors = {lab: plt.get_cmap("tab20")(i) for i, lab in enumerate(FAMILY_STRATEGIES)}
+    every = list(FAMILY_STRATEGIES) + ["syncsde tuned", "inpaint", "inpaint K1", "inpaint K3"]
+    markers = dict(zip(every, "os^v<>DphX*P12348"))
+    colors = {lab: plt.get_cmap("tab20")(i) for i, lab in enumerate(every)}
     for ax, (fam, pts) in zip(axes[0], fams.items()):
+        for k, f in enumerate(floors.get(fam, [])):  # what no window-only strategy can beat
+            ax.axhline(f, color="purple", lw=0.8, ls="-.", alpha=0.7,
+                       label="window-only floor" if k == 0 else None)
         for cost, q, lab, _ in pts:
             ax.scatter(cost, q, marker=markers.get(lab, "x"), s=18, alpha=0.8, color=colors.get(lab, "k"),
                        label=lab if lab not in ax.get_legend_handles_labels()[1] else None)
