@@ -61,7 +61,8 @@ def _common(p: argparse.ArgumentParser, steps: int, guidance: float, inv_lambda:
                    help="every choice of the SyncSDE authors' code (uncapped pull, their "
                         "inversion, IF stage-II order); see docs/models.md")
     s = p.add_argument_group("sampling")
-    s.add_argument("--strategy", choices=_strategy_choices(), default="syncsde")
+    s.add_argument("--strategy", choices=_strategy_choices(), default=None,
+                   help="default: the task's (syncsde.task_defaults; syncsde with --authors-compat)")
     s.add_argument("--inv-lambda", type=finite_float, default=inv_lambda, help=f"SyncSDE 1/lambda (default {inv_lambda})")
     s.add_argument("--steps", type=positive_int, default=None,
                    help=f"sampling steps (default {steps}; 25 for --model scenes)")
@@ -122,9 +123,18 @@ def _load(args, model: str, **kw):
                          cpu_offload=args.cpu_offload, **kw)
 
 
+def _strategy_label(args, task: str) -> str:
+    """The strategy's name for file names: the one given, else the task's default."""
+    if args.strategy is not None:
+        return args.strategy
+    from syncsde.task_defaults import TASK_DEFAULTS
+
+    return "syncsde" if args.authors_compat else TASK_DEFAULTS.get(task, ("syncsde", {}))[0]
+
+
 def _stem(args, task: str) -> Path:
     out = check_output_dir(args.out)
-    return out / f"{task}_{args.strategy}_seed{args.seed}"
+    return out / f"{task}_{_strategy_label(args, task)}_seed{args.seed}"
 
 
 def _save_result(res, stem: Path, names: list[str]) -> list[str]:
@@ -270,7 +280,7 @@ def _edit_folder(args, pipe, captioner, images: list[str]) -> list[str]:
         entry = manifest["images"].get(name, {})
         if entry.get("status") == "done" and all(os.path.exists(f) for f in entry.get("files", [])):
             continue
-        stem = out / f"{Path(name).stem}_edit_{args.strategy}_seed{args.seed}"
+        stem = out / f"{Path(name).stem}_edit_{_strategy_label(args, 'edit')}_seed{args.seed}"
         xt = str(out / "xt" / f"{Path(name).stem}.safetensors")
         try:
             written = _edit_one(args, pipe, captioner, image, stem, xt)

@@ -219,7 +219,17 @@ def make_strategy(spec: str | Strategy, **kwargs) -> Strategy:
         return spec
     if spec not in STRATEGIES:
         raise ValueError(f"unknown strategy {spec!r}; expected one of {sorted(STRATEGIES)}")
-    return STRATEGIES[spec](**kwargs)
+    cls = STRATEGIES[spec]
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = sorted(k for k in kwargs if k not in params or k == "name") if not takes_any else []
+    if unknown:
+        accepted = sorted(k for k in params if k != "name")
+        raise ValueError(f"strategy {spec!r} takes no option {', '.join(map(repr, unknown))}; its "
+                         f"options are {accepted}")
+    return cls(**kwargs)
 
 # gradient-based strategies live in syncsde.guidance (they subclass the classes above)
 from syncsde.guidance.syncdiffusion import SyncDiffusion  # noqa: E402

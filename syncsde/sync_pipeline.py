@@ -91,7 +91,7 @@ class SyncPipeline(StepControl):
             on_step_end.tensor_inputs = inputs
         return on_step_end
 
-    def __call__(self, prompt: Any = None, task: str = "wide", strategy: Any = "syncsde", *,
+    def __call__(self, prompt: Any = None, task: str = "wide", strategy: Any = None, *,
                  return_dict: bool = True, **kwargs):
         from syncsde import pipelines as P
 

@@ -77,10 +77,11 @@ def test_edit_with_authors_compat_uses_their_inversion_and_uncapped_pull(sd, tmp
     torch.testing.assert_close(res.extras["x_T"][None], ref, atol=2e-5, rtol=1e-5)
     assert res.result is not None and res.settings["inversion"] == "authors"
     same = P.edit_image(sd, img, "a photo of a cat", "cat", "dog", inversion="authors",
-                        strategy_options={"max_pull": None}, **kw)
+                        strategy="syncsde", strategy_options={"max_pull": None}, **kw)
     torch.testing.assert_close(res.latents, same.latents, atol=0, rtol=0)
     default = P.edit_image(sd, img, "a photo of a cat", "cat", "dog", **kw)
     assert (default.extras["x_T"] - res.extras["x_T"]).abs().max() > 1e-2
+    assert default.settings["strategy"] == "inpaint" and res.settings["strategy"] == "syncsde"
 
 
 def test_authors_compat_selects_the_uncapped_pull():
@@ -90,7 +91,8 @@ def test_authors_compat_selects_the_uncapped_pull():
 
 
 def test_wide_init_and_window_images(sd):
-    kw = dict(height=32, width=64, num_inference_steps=3, progress=False, seed=2)
+    kw = dict(height=32, width=64, num_inference_steps=3, progress=False, seed=2,
+              strategy="syncsde")  # a strategy that keeps the task's init
     can = P.wide_image(sd, "a beach", **kw)
     ind = P.wide_image(sd, "a beach", init="independent", decode_windows=True, **kw)
     n = ind.result.views.shape[0]

@@ -210,3 +210,27 @@ def test_conditional_family_scores_inpaint_on_samples():
     assert "w2" in res["multidiffusion"] and "w2_sampled" in res["inpaint K1"]
     # 3 views + 1 corrector input per step, plus the initial states' 3 once
     assert res["inpaint K1"]["inputs_per_step"] == pytest.approx((3 * 4 + 3) / 3)
+
+
+# ---- task defaults ----------------------------------------------------------------------------
+def test_task_defaults_and_overrides():
+    from syncsde.pipelines import make_task_strategy
+    from syncsde.task_defaults import TASK_DEFAULTS, default_strategy
+
+    for task, (name, opts) in TASK_DEFAULTS.items():
+        s = make_task_strategy(None, 5.0, None, task=task)
+        assert s.name == name
+        for k, v in opts.items():
+            assert getattr(s, k) == v
+    edit = make_task_strategy(None, 5.0, {"corrector_steps": 7}, task="edit")
+    assert edit.name == "inpaint" and edit.corrector_steps == 7 and edit.snr == 1.0
+    assert make_task_strategy(None, 5.0, None, authors_compat=True, task="edit").max_pull is None
+    assert make_task_strategy(None, 2.0, None).name == "syncsde"          # no task: SyncSDE
+    assert make_task_strategy("syncsde", 2.0, None, task="wide").name == "syncsde"
+    name, opts = default_strategy("edit")
+    opts["corrector_steps"] = 99                                         # a copy
+    assert TASK_DEFAULTS["edit"][1]["corrector_steps"] == 3
+    with pytest.raises(ValueError, match="no default strategy"):
+        default_strategy("texture")
+    with pytest.raises(ValueError, match="takes no option 'max_pull'"):
+        make_task_strategy(None, 5.0, {"max_pull": None}, task="mask")

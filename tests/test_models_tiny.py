@@ -146,9 +146,9 @@ def test_syncsde_mask_free_trajectory_is_plain_and_coupled_ones_differ(sd):
 
 def test_wide_image_seeded_and_synchronized(sd):
     kw = dict(height=32, width=64, num_inference_steps=3, progress=False)
-    a = P.wide_image(sd, PROMPT, seed=5, **kw)
-    b = P.wide_image(sd, PROMPT, seed=5, **kw)
-    c = P.wide_image(sd, PROMPT, seed=6, **kw)
+    a = P.wide_image(sd, PROMPT, seed=5, strategy="syncsde", **kw)
+    b = P.wide_image(sd, PROMPT, seed=5, strategy="syncsde", **kw)
+    c = P.wide_image(sd, PROMPT, seed=6, strategy="syncsde", **kw)
     ind = P.wide_image(sd, PROMPT, seed=5, strategy="independent", **kw)
     assert a.images[0].size == (64, 32) and a.tensors.shape == (1, 3, 32, 64)
     assert a.latents.shape == (4, 16, 32) and a.settings["num_views"] == 5
@@ -163,6 +163,9 @@ def test_wide_image_seeded_and_synchronized(sd):
     assert (a.result.views[-1] - ind.result.views[-1]).abs().max() > 1e-2
     md = P.wide_image(sd, PROMPT, seed=5, strategy="multidiffusion", **kw)
     assert md.settings["strategy"] == "multidiffusion"
+    default = P.wide_image(sd, PROMPT, seed=5, **kw)  # the task default (syncsde.task_defaults)
+    assert default.settings["strategy"] == "multidiffusion"
+    torch.testing.assert_close(default.latents, md.latents, atol=0, rtol=0)
 
 
 @needs_pixel_maps
@@ -178,6 +181,24 @@ def test_mask_generation_from_png(sd, tmp_path):
     assert len(res.images) == 3 and res.latents.shape == (4, 16, 16)
     assert res.extras["mask"].sum() == 64  # 8x8 latent pixels
     torch.testing.assert_close(res.latents, res.result.views[2])
+    # the default (inpaint): the answer is the background trajectory outside the object and
+    # the object trajectory inside, exactly
+    assert res.settings["strategy"] == "inpaint"
+    m = res.extras["mask"].bool()
+    torch.testing.assert_close(res.latents[:, ~m], res.result.views[0][:, ~m], atol=0, rtol=0)
+    torch.testing.assert_close(res.latents[:, m], res.result.views[1][:, m], atol=0, rtol=0)
+
+
+def test_wide_image_sequential_windows(sd):
+    kw = dict(height=32, width=64, num_inference_steps=3, progress=False, seed=1)
+    res = P.wide_image(sd, PROMPT, strategy="sequential", **kw)
+    again = P.wide_image(sd, PROMPT, strategy="sequential", **kw)
+    assert res.settings["strategy"] == "sequential" and res.latents.shape == (4, 16, 32)
+    torch.testing.assert_close(res.latents, again.latents, atol=0, rtol=0)
+    k1 = P.wide_image(sd, PROMPT, strategy="sequential", strategy_options={"corrector_steps": 0}, **kw)
+    assert (k1.latents - res.latents).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="one window after another"):
+        P.wide_image(sd, PROMPT, strategy="sequential", latents=torch.zeros(4, 16, 32), **kw)
 
 
 def test_load_mask_forms(tmp_path):
@@ -330,7 +351,8 @@ def test_ambiguous_image_two_stages(if_pipes):
     ind = P.ambiguous_image(s1, "an oil painting of a horse", "an oil painting of a village",
                             "rot90_cw", strategy="independent", **kw)
     syn = P.ambiguous_image(s1, "an oil painting of a horse", "an oil painting of a village",
-                            "rot90_cw", **kw)
+                            "rot90_cw", strategy="syncsde", **kw)
+    assert res.settings["strategy"] == "poe" and syn.settings["strategy"] == "syncsde"
     torch.testing.assert_close(syn.extras["stage1"][0], ind.extras["stage1"][0])  # free view
     assert (syn.extras["stage1"][1] - ind.extras["stage1"][1]).abs().max() > 1e-3
 
@@ -462,7 +484,7 @@ def test_cli_wide_writes_png_with_settings(sd, tmp_path):
     assert len(files) == 1
     im = Image.open(files[0])
     meta = json.loads(im.text["syncsde"])
-    assert im.size == (48, 32) and meta["prompt"] == PROMPT and meta["strategy"] == "syncsde"
+    assert im.size == (48, 32) and meta["prompt"] == PROMPT and meta["strategy"] == "multidiffusion"
     assert meta["num_inference_steps"] == 2 and im.text["seed"] == "0"
 
 

@@ -8,6 +8,7 @@ import torch
 from syncsde import ops
 from syncsde.priors import GaussianPrior, PriorDenoiser
 from syncsde.sampler import Problem, SamplingSchedule, sample
+from syncsde.sequential import _window_seed
 from syncsde.strategies import STRATEGIES, SyncSDE
 from syncsde.tasks import (ambiguous_problem, edit_problem, masked_problem, sequence_problem,
                            wide_problem)
@@ -87,8 +88,14 @@ def test_single_window_every_strategy_is_plain_ddim(name):
     den = field_denoiser(shape)
     prob = wide_problem(shape, window=6, stride=2, cond="a")
     assert prob.views.num_views == 1
-    res = sample(prob, den, name, SCHED, seed=5, progress=False, dtype=torch.float64)
-    g = torch.Generator().manual_seed(5)
+    strat = STRATEGIES[name]()
+    if hasattr(strat, "run"):  # a scheme over whole runs (sequential windows): one window = one run
+        res = strat.run(prob, den, SCHED, seed=5, progress=False, dtype=torch.float64)
+        seed = _window_seed(5, 0)
+    else:
+        res = sample(prob, den, strat, SCHED, seed=5, progress=False, dtype=torch.float64)
+        seed = 5
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g, dtype=torch.float32).to(torch.float64)[None]
     for info in SCHED.steps():
         x = ops.ddim_step(x, den(x, info.t, ["a"]), info.abar_t, info.abar_s)

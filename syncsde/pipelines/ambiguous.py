@@ -23,7 +23,7 @@ def _if_images(x: torch.Tensor) -> torch.Tensor:
 
 def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw",
                     stage2=None, negative_prompt: str | None = None, *,
-                    strategy: str | Strategy = "syncsde", inv_lambda: float = 5.0,
+                    strategy: str | Strategy | None = None, inv_lambda: float = 5.0,
                     num_inference_steps: int = 30, guidance_scale: float = 10.0,
                     stage2_steps: int | None = None, stage2_guidance_scale: float | None = None,
                     noise_level: int = 250, thresholding: bool | None = None, seed: int = 0,
@@ -79,7 +79,8 @@ def ambiguous_image(stage1, prompt_a: str, prompt_b: str, view: Any = "rot90_cw"
     C = den1.unet.config.in_channels
     pmap = PixelMap.parse(view)
     problem = ambiguous_problem((C, S, S), view, prompt_a, prompt_b, negative=negative_prompt)
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat,
+                               task="ambiguous")
     cfg = den1.scheduler_config or {}
     sched1 = sampling_schedule(den1, num_inference_steps, scheduler)
     thr = None

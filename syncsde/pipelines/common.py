@@ -40,13 +40,23 @@ class PipelineResult:
 
 
 # ---- shared helpers -----------------------------------------------------------------------
-def make_task_strategy(strategy: str | Strategy, inv_lambda: Any = 5.0,
-                       options: dict | None = None, authors_compat: bool = False) -> Strategy:
-    """``strategy`` by name; ``inv_lambda`` only applies to ``syncsde``, and so does
-    ``authors_compat`` (the authors' uncapped pull: ``max_pull=None``)."""
+def make_task_strategy(strategy: str | Strategy | None, inv_lambda: Any = 5.0,
+                       options: dict | None = None, authors_compat: bool = False,
+                       task: str | None = None) -> Strategy:
+    """``strategy`` by name; ``None``: the task's default (:mod:`syncsde.task_defaults`, with
+    ``options`` on top), or SyncSDE when ``authors_compat``. ``inv_lambda`` only applies to
+    ``syncsde``, and so does ``authors_compat`` (the authors' uncapped pull: ``max_pull=None``)."""
     if isinstance(strategy, Strategy):
         return strategy
     opts = dict(options or {})
+    if strategy is None:
+        if authors_compat or task is None:
+            strategy = "syncsde"
+        else:
+            from syncsde.task_defaults import default_strategy
+
+            strategy, defaults = default_strategy(task)
+            opts = {**defaults, **opts}
     if strategy == "syncsde":
         opts.setdefault("inv_lambda", inv_lambda)
         if authors_compat:

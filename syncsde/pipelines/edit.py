@@ -212,7 +212,7 @@ class AttentionRecorder:
 def edit_image(model, image, source_prompt: str | None = None, source_word: str | None = None,
                target_word: str | None = None, target_prompt: str | None = None, *,
                height: int | None = None, width: int | None = None,
-               strategy: str | Strategy = "syncsde", inv_lambda: float = 5.0,
+               strategy: str | Strategy | None = None, inv_lambda: float = 5.0,
                num_inference_steps: int = 50, guidance_scale: float = 5.0, tau: float = 0.3,
                mask=None, token_indices: Sequence[int] | None = None,
                sample_posterior: bool = True, seed: int = 0, progress: bool = True,
@@ -331,7 +331,8 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
         m = load_mask(mask, (h, w))
     extras["mask"] = m
     problem = edit_problem(x_T[0].cpu(), m, source_prompt, target_prompt, null=None)
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat,
+                               task="edit")
     res = sample(problem, den, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
                  seed=seed, device=den.device, progress=progress, callback=callback)
     latents = res.output

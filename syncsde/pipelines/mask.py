@@ -18,7 +18,7 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
                     object_prompt: str | list | None = None,
                     combined_prompt: str | list | None = None,
                     negative_prompt: str | list | None = None,
-                    height: int | None = None, width: int | None = None, *, strategy: str | Strategy = "syncsde",
+                    height: int | None = None, width: int | None = None, *, strategy: str | Strategy | None = None,
                     inv_lambda: float = 5.0, num_inference_steps: int = 50,
                     guidance_scale: float = 7.5, eta: float = 0.0, seed: int = 0,
                     progress: bool = True, decode_all: bool = False,
@@ -83,7 +83,8 @@ def mask_generation(model, mask, background_prompt: str | list | None = None,
     _window_conditions(den, problem, den.vae_scale_factor,
                        dict(original_size=original_size, target_size=target_size,
                             crops_coords_top_left=crops_coords_top_left))
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat,
+                               task="mask")
     sched = sampling_schedule(den, num_inference_steps, scheduler, (h, w))
     batched = pb.batched or any(isinstance(p, (list, tuple)) for p in given)
     batch = pb.size if batched else None

@@ -41,7 +41,7 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
                width: int | None = None, negative_prompt: str | list | None = None, *,
                window: int | None = None,
                stride: int | None = None, circular: bool | str = False,
-               strategy: str | Strategy = "syncsde", inv_lambda: float = 5.0,
+               strategy: str | Strategy | None = None, inv_lambda: float = 5.0,
                num_inference_steps: int = 50, guidance_scale: float = 7.5, eta: float = 0.0,
                seed: int = 0, progress: bool = True, max_batch: int | None = None,
                decode: bool = True, strategy_options: dict | None = None,
@@ -126,7 +126,8 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
     if init not in ("canvas", "independent"):
         raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
     problem.init = init
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat)
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat,
+                               task="wide")
     sched = sampling_schedule(den, num_inference_steps, scheduler, problem.views.view_shape[-2:])
     batch = pb.size if pb.batched else None
     cfg = _guidance(den, guidance_scale, pb.negatives is not None, true_cfg_scale)

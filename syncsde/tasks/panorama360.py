@@ -156,7 +156,7 @@ def fill_uncovered(canvas: torch.Tensor, views: SparseViews) -> torch.Tensor:
 
 def panorama_image(model: Any, prompt: Any, height: int = 512, negative_prompt: Any = None, *,
                    view_size: int | None = None, cameras: Sequence | None = None,
-                   cube: bool = False, strategy: str | Strategy = "syncsde",
+                   cube: bool = False, strategy: str | Strategy | None = None,
                    inv_lambda: float = 5.0, num_inference_steps: int = 50,
                    guidance_scale: float = 7.5, seed: int = 0, progress: bool = True,
                    max_batch: int | None = None, channels: int | None = None) -> Any:

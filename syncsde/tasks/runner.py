@@ -39,7 +39,7 @@ def model_geometry(den: Any, channels: int | None = None) -> tuple[int, int, int
     return int(channels), f, None if size is None else int(size)
 
 
-def run_problem(problem: Problem, den: Any, *, task: str, strategy: str | Strategy = "syncsde",
+def run_problem(problem: Problem, den: Any, *, task: str, strategy: str | Strategy | None = None,
                 inv_lambda: float = 5.0, num_inference_steps: int = 30,
                 guidance_scale: float = 7.5, seed: int = 0, progress: bool = True,
                 max_batch: int | None = None, schedule: SamplingSchedule | str | None = None,
@@ -52,14 +52,24 @@ def run_problem(problem: Problem, den: Any, *, task: str, strategy: str | Strate
     canvas meets itself)."""
     from syncsde.pipelines import PipelineResult, make_task_strategy  # diffusers extras: lazily
 
-    strat = make_task_strategy(strategy, inv_lambda)
+    from syncsde.task_defaults import TASK_DEFAULTS
+
+    if strategy is None and task not in TASK_DEFAULTS:
+        strategy = "syncsde"
+    strat = make_task_strategy(strategy, inv_lambda, task=task)
     if schedule is None:
         schedule = den.schedule(num_inference_steps) if hasattr(den, "schedule") else "sd"
     device = getattr(den, "device", "cpu")
-    res = sample(problem, den, strat, schedule=schedule,
-                 num_steps=num_inference_steps if isinstance(schedule, str) else None,
-                 guidance_scale=guidance_scale, seed=seed, device=device, progress=progress,
-                 max_batch=max_batch)
+    if hasattr(strat, "run"):  # a scheme over whole runs (sequential windows)
+        if isinstance(schedule, str):
+            schedule = SamplingSchedule.preset(schedule, num_inference_steps)
+        res = strat.run(problem, den, schedule, guidance_scale=guidance_scale, seed=seed,
+                        device=device, progress=progress, max_batch=max_batch)
+    else:
+        res = sample(problem, den, strat, schedule=schedule,
+                     num_steps=num_inference_steps if isinstance(schedule, str) else None,
+                     guidance_scale=guidance_scale, seed=seed, device=device, progress=progress,
+                     max_batch=max_batch)
     latents = res.output if output_rule is None else output_rule(res)
     images, tensors = [], None
     if getattr(den, "vae", None) is not None and hasattr(den, "decode"):

@@ -94,7 +94,7 @@ def wrap_seam_statistic(samples: torch.Tensor, stride: Sequence[int] | int | Non
 
 def tileable_image(model: Any, prompt: Any, height: int = 512, width: int = 512,
                    negative_prompt: Any = None, *, window: int | None = None,
-                   stride: int | Sequence[int] | None = None, strategy: str | Strategy = "syncsde",
+                   stride: int | Sequence[int] | None = None, strategy: str | Strategy | None = None,
                    inv_lambda: float = 5.0, num_inference_steps: int = 50,
                    guidance_scale: float = 7.5, seed: int = 0, progress: bool = True,
                    max_batch: int | None = None, channels: int | None = None,
