@@ -147,7 +147,7 @@ def benchmark_demo(out: Path, samples: int, steps: int, log: Callable) -> Path:
 
 
 SCENE_WIDE_STRATEGIES = ["independent", "multidiffusion", "synctweedies", "syncsde", "collage"]
-SCENE_AMBIGUOUS_STRATEGIES = ["independent", "noise_average", "syncsde"]
+SCENE_AMBIGUOUS_STRATEGIES = ["independent", "noise_average", "syncsde", "poe"]
 WIDE_PROMPT = "a sunset over the sea with mountains and a sun"
 AMBIGUOUS_PROMPTS = ("a sunset over the sea with mountains", "a night over the snow")
 MASK_PROMPTS = ("a sunset over the sea", "a sunset over the sea with a boat",
@@ -248,7 +248,7 @@ def scenes_mask_demo(pipe, out: Path, steps: int, seed: int, progress: bool, log
     mask[19:29, 9:23] = 1  # where the boat goes
     bg, obj, comb = MASK_PROMPTS
     rows, settings = [], {}
-    for name in ("multidiffusion", "syncsde"):
+    for name in ("multidiffusion", "syncsde", "inpaint"):
         t0 = time.perf_counter()
         r = mask_generation(pipe, mask, bg, obj, comb, height=32, width=32, strategy=name,
                             num_inference_steps=steps, guidance_scale=_guidance(), seed=seed,

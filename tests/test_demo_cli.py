@@ -23,6 +23,12 @@ def test_demo_writes_pictures(tmp_path):
     wide = json.loads(Image.open(tmp_path / "wide.png").text["syncsde"])
     assert set(wide["runs"]) == {"independent", "multidiffusion", "synctweedies", "syncsde", "collage"}
     assert Image.open(tmp_path / "wide.png").width >= 4 * 256  # 32x256 panoramas shown 4x
+    amb = json.loads(Image.open(tmp_path / "ambiguous.png").text["syncsde"])["runs"]
+    assert amb["poe"]["strategy"] == "poe"
+    mask = json.loads(Image.open(tmp_path / "mask.png").text["syncsde"])["runs"]
+    assert set(mask) == {"multidiffusion", "syncsde", "inpaint"}
+    edit = json.loads(Image.open(tmp_path / "edit.png").text["syncsde"])["runs"]
+    assert all(r["strategy"] == "inpaint" for r in edit.values())  # the edit task's default
     data = json.loads((tmp_path / "benchmark.json").read_text())
     assert set(data) == {"wide", "ambiguous", "mask", "edit", "motion"}
     assert "oracle" in data["wide"] and data["wide"]["collage"]["w2"] >= 0
