@@ -118,15 +118,16 @@ class Inpaint(Strategy):
         sources' states themselves (``reference_noise="trajectory"``, and at the last step)."""
         if self._known is None:
             if x0_ref is None or final or abar >= 1.0:
-                return torch.lerp(y, run.correlation.references(y, run.views), self._pull)
+                return ops.replace_where(y, self._pull, run.correlation.references(y, run.views))
             k = x0_ref
         else:
-            k = self._known.expand(y.shape[1:])
+            k = self._known.expand(y.shape[1:]).contiguous()  # one draw of noise per sample
             if final or abar >= 1.0:
-                return torch.lerp(y, k.expand_as(y), self._pull)
+                return ops.replace_where(y, self._pull, k.expand_as(y).contiguous())
         gen = step_generator(self.seed + 7919, index)
         z = torch.randn(k.shape, generator=gen, dtype=torch.float32).to(k)
-        return torch.lerp(y, (math.sqrt(abar) * k + math.sqrt(1.0 - abar) * z).expand_as(y), self._pull)
+        noised = ops.lincomb(k, z, math.sqrt(abar), math.sqrt(1.0 - abar))
+        return ops.replace_where(y, self._pull, noised.expand_as(y).contiguous())
 
     def _eps(self, run, y, eps, idx, t, abar):
         e = run.predict_eps(y[idx], t, abar, [run.cond[i] for i in idx],
@@ -146,7 +147,8 @@ class Inpaint(Strategy):
             free = self._free[idx]
             for _ in range(self.corrector_steps):
                 z = torch.randn(y[idx].shape, generator=gen, dtype=torch.float32).to(y)
-                y[idx] = y[idx] + free * (-(h / math.sqrt(1.0 - a)) * eps[idx] + math.sqrt(2.0 * h) * z)
+                y[idx] = ops.masked_move(y[idx], free, eps[idx], -h / math.sqrt(1.0 - a), z,
+                                         math.sqrt(2.0 * h))
                 eps = self._eps(run, y, eps, idx, info.t, a)
         x0_ref = None
         if self._known is None and self.reference_noise == "fresh" and a < 1.0:

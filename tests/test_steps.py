@@ -167,3 +167,61 @@ def test_negative_inv_lambda_refused():
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="inv_lambda"):
         ops.syncsde_step(x, x, x, 1.0, 0.3, 0.5, -1.0)
+
+
+# ---- masked update (replacement / masked Langevin move) ------------------------------------
+def ref_masked_update(x, m, y, w, c, a, b):
+    return (1 - c * m) * x + m * (a * y + (0.0 if w is None else b * w))
+
+
+@settings(deadline=None, max_examples=40)
+@given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(1, 9), w=st.integers(1, 9),
+       dtype=st.sampled_from(FLOAT_DTYPES), kind=kinds, layout=layouts,
+       mask_kind=st.sampled_from(["pixel", "full", "view", "binary"]),
+       move=st.booleans(), with_w=st.booleans(), a=st.floats(-3, 3), b=st.floats(-3, 3),
+       seed=st.integers(0, 2**31))
+def test_masked_update_matches_reference(n, c, h, w, dtype, kind, layout, mask_kind, move, with_w,
+                                         a, b, seed):
+    shape = (n, c, h, w)
+    x, y, z = _inputs(None, shape, dtype, kind, layout, 3, seed)
+    g = np.random.default_rng(seed + 1)
+    mshape = {"pixel": (n, 1, h, w), "full": shape, "view": (n, 1, 1, 1), "binary": (1, 1, h, w)}[mask_kind]
+    m64 = (g.random(mshape) > 0.5).astype(np.float64)
+    if mask_kind != "binary":
+        m64 = m64 * g.random(mshape)
+    mask = make_array(m64, dtype, kind, 0)
+    M = rounded64(mask)
+    if move:
+        out = ops.masked_move(x, mask, y, a, z if with_w else None, b)
+        ref = ref_masked_update(rounded64(x), M, rounded64(y), rounded64(z) if with_w else None,
+                                0.0, a, b)
+    else:
+        out = ops.replace_where(x, mask, y)
+        ref = ref_masked_update(rounded64(x), M, rounded64(y), None, 1.0, 1.0, 0.0)
+    np.testing.assert_allclose(to_numpy64(out), ref, rtol=TOL[dtype]["rtol"] * 4,
+                               atol=TOL[dtype]["atol"] * 20)
+    if not move and mask_kind == "binary":  # replacement is exact where the mask is 0 or 1
+        got, xv, yv = to_numpy64(out), rounded64(x), rounded64(y)
+        sel = np.broadcast_to(M, shape) == 1
+        assert np.array_equal(got[sel], yv[sel]) and np.array_equal(got[~sel], xv[~sel])
+
+
+def test_masked_update_in_place_and_errors():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    m = torch.zeros(1, 1, 4, 4)
+    m[..., :2] = 1
+    want = torch.where(m.bool(), y, x)
+    got = ops.replace_where(x, m, y, out=x)
+    assert got is x and torch.equal(x, want)
+    with pytest.raises((TypeError, ValueError)):
+        ops.replace_where(x, m, y.double())
+    with pytest.raises((TypeError, ValueError)):
+        ops.replace_where(x, torch.zeros(3, 1, 4, 4), y)          # mask does not broadcast
+    with pytest.raises(ValueError, match="finite"):
+        ops.masked_move(x, m, y, float("nan"))
+    ro = np.zeros((2, 3), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises((TypeError, ValueError)):
+        ops.replace_where(np.zeros((2, 3), np.float32), np.ones((1, 3), np.float32),
+                          np.ones((2, 3), np.float32), out=ro)

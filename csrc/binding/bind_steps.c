@@ -126,10 +126,40 @@ py_syncsde_update(PyObject *self, PyObject *args)
     return result;
 }
 
+static PyObject *
+py_masked_update(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *objs[5];
+    double c, a, b;
+    if (!PyArg_ParseTuple(args, "OOOOOddd:masked_update", &objs[0], &objs[1], &objs[2], &objs[3],
+                          &objs[4], &c, &a, &b)) {
+        return NULL;
+    }
+    int n = objs[4] == Py_None ? 4 : 5;
+    ssde_arg t[5] = {SSDE_ARG_INIT("out"), SSDE_ARG_INIT("x"), SSDE_ARG_INIT("mask"),
+                     SSDE_ARG_INIT("y"), SSDE_ARG_INIT("w")};
+    PyObject *result = NULL;
+    /* the mask broadcasts (a per-pixel map over channels and samples) */
+    if (borrow_elementwise(objs, t, n, 1u << 2) == 0) {
+        int st;
+        SSDE_RELEASE_GIL(ssde_numel(&t[0].t));
+        st = ssde_masked_update(&t[0].t, &t[1].t, &t[2].t, &t[3].t, n == 5 ? &t[4].t : NULL, c,
+                                a, b);
+        SSDE_ACQUIRE_GIL();
+        result = st == SSDE_OK ? Py_NewRef(Py_None) : ssde_raise_status(st, "masked_update");
+    }
+    ssde_args_release(t, n);
+    return result;
+}
+
 PyMethodDef ssde_steps_methods[] = {
     {"ddim_coefficients", py_ddim_coefficients, METH_VARARGS,
      "ddim_coefficients(abar_t, abar_s, eta=0) -> (c_x, c_eps, sigma, gamma)"},
     {"lincomb2", py_lincomb2, METH_VARARGS, "lincomb2(out, x, y, a, b): out = a x + b y"},
+    {"masked_update", py_masked_update, METH_VARARGS,
+     "masked_update(out, x, mask, y, w, c, a, b): out = (1 - c mask) x + mask (a y + b w); "
+     "w may be None"},
     {"lincomb3", py_lincomb3, METH_VARARGS,
      "lincomb3(out, x, y, z, a, b, c): out = a x + b y + c z"},
     {"syncsde_update", py_syncsde_update, METH_VARARGS,

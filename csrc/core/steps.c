@@ -255,3 +255,73 @@ ssde_syncsde_update(ssde_tensor *out, const ssde_tensor *x, const ssde_tensor *e
     }
     return ssde_elementwise(6, ops, PICK(out->dtype, sync5), &P);
 }
+
+/* ---- masked update: out = (1 - c m) x + m (a y + b w) --------------------
+ * Operands: 0 out, 1 x, 2 mask (broadcast), 3 y, (4 w). With c = 1, a = 1, b = 0 it is the
+ * replacement of x by y where m = 1 (exact there: (1 - 1) x = 0 for finite x); with c = 0 a
+ * masked move x + m (a y + b w), e.g. a Langevin step on the unknown pixels only. */
+typedef struct {
+    double c, a, b;
+} masked_params;
+
+#define MASKED_BODY(ACC, xv, mv, yv, wv) \
+    (((ACC)1 - c * (mv)) * (xv) + (mv) * (a * (yv) + b * (wv)))
+
+#define DEF_MASKED(SUF, T, ACC)                                                          \
+    static void masked4_##SUF(int64_t n, char *const *p, const int64_t *s, const void *prm) \
+    {                                                                                   \
+        const masked_params *P = prm;                                                   \
+        const ACC c = (ACC)P->c, a = (ACC)P->a, b = 0;                                  \
+        for (int64_t i = 0; i < n; i++) {                                               \
+            ACC xv = SSDE_LD_##SUF(p[1] + i * s[1]);                                    \
+            ACC mv = SSDE_LD_##SUF(p[2] + i * s[2]);                                    \
+            ACC yv = SSDE_LD_##SUF(p[3] + i * s[3]);                                    \
+            SSDE_ST_##SUF(p[0] + i * s[0], MASKED_BODY(ACC, xv, mv, yv, 0));            \
+        }                                                                               \
+        (void)b;                                                                        \
+    }                                                                                   \
+    static void masked5_##SUF(int64_t n, char *const *p, const int64_t *s, const void *prm) \
+    {                                                                                   \
+        const masked_params *P = prm;                                                   \
+        const ACC c = (ACC)P->c, a = (ACC)P->a, b = (ACC)P->b;                          \
+        for (int64_t i = 0; i < n; i++) {                                               \
+            ACC xv = SSDE_LD_##SUF(p[1] + i * s[1]);                                    \
+            ACC mv = SSDE_LD_##SUF(p[2] + i * s[2]);                                    \
+            ACC yv = SSDE_LD_##SUF(p[3] + i * s[3]);                                    \
+            ACC wv = SSDE_LD_##SUF(p[4] + i * s[4]);                                    \
+            SSDE_ST_##SUF(p[0] + i * s[0], MASKED_BODY(ACC, xv, mv, yv, wv));           \
+        }                                                                               \
+    }
+SSDE_FOR_EACH_FLOAT(DEF_MASKED)
+
+static void
+masked4_f16_staged(int64_t n, char *const *p, const int64_t *s, const void *prm)
+{
+    stage_f16(masked4_f32, 4, n, p, s, prm);
+}
+
+static void
+masked5_f16_staged(int64_t n, char *const *p, const int64_t *s, const void *prm)
+{
+    stage_f16(masked5_f32, 5, n, p, s, prm);
+}
+
+int
+ssde_masked_update(ssde_tensor *out, const ssde_tensor *x, const ssde_tensor *mask,
+                   const ssde_tensor *y, const ssde_tensor *w, double c, double a, double b)
+{
+    ssde_tensor ops[5] = {*out, *x, *mask, *y};
+    int nops = 4;
+    if (w != NULL) {
+        ops[4] = *w;
+        nops = 5;
+    }
+    if (!same_float_dtype(nops, ops)) {
+        return SSDE_ERR_DTYPE;
+    }
+    masked_params P = {c, a, b};
+    if (nops == 4) {
+        return ssde_elementwise(4, ops, PICK(out->dtype, masked4), &P);
+    }
+    return ssde_elementwise(5, ops, PICK(out->dtype, masked5), &P);
+}

@@ -25,6 +25,8 @@ from syncsde.ops.steps import (
     eps_from_x0,
     lincomb,
     syncsde_step,
+    replace_where,
+    masked_move,
     tweedie,
 )
 from syncsde.ops.windows import (
@@ -37,7 +39,7 @@ from syncsde.ops.windows import (
 __all__ = [
     "get_num_threads", "set_num_threads",
     "DDIMCoefficients", "ddim_coefficients", "lincomb", "tweedie", "eps_from_x0", "eps_from_v",
-    "cfg_combine", "ddim_step", "syncsde_step",
+    "cfg_combine", "ddim_step", "syncsde_step", "replace_where", "masked_move",
     "crop_windows", "paste_windows_add", "paste_windows_on_top", "window_coverage",
     "normalize_accumulated", "window_average", "UNCOVERED_POLICIES",
     "DIHEDRAL_OPS", "dihedral", "dihedral_inverse", "dihedral_shape", "dihedral_swaps_axes",

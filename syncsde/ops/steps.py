@@ -139,3 +139,24 @@ def syncsde_step(x_t: Tensor, eps: Tensor, ref: Tensor, mask: Any, abar_t: float
                             ("x_t", "eps", "ref", "mask", "noise"),
                             c.c_x, c.c_eps, c.sigma, c.gamma * float(inv_lambda_t),
                             binding_names=("x", "eps", "ref", "mask", "noise"))
+
+
+def replace_where(x: Tensor, mask: Any, y: Tensor, out: Tensor | None = None) -> Tensor:
+    """``out = (1 - mask) x + mask y`` in one pass: ``y`` where ``mask`` = 1 (exactly), ``x``
+    where 0, the blend between (conditional sampling's replacement of known pixels). ``mask``
+    broadcasts to ``x`` (``[..., 1, H, W]`` per pixel)."""
+    out = _out(out, x)
+    return call_with_output(_C.masked_update, out, (x, _as_mask(mask, x), y, None),
+                            ("x", "mask", "y", "w"), 1.0, 1.0, 0.0)
+
+
+def masked_move(x: Tensor, mask: Any, y: Tensor, a: float, w: Tensor | None = None, b: float = 0.0,
+                out: Tensor | None = None) -> Tensor:
+    """``out = x + mask (a y + b w)`` in one pass (a Langevin move on the pixels where ``mask``
+    is 1: ``y`` the eps, ``w`` the noise). ``mask`` broadcasts to ``x``."""
+    a, b = float(a), float(b)
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"masked_move coefficients must be finite, got a={a!r}, b={b!r}")
+    out = _out(out, x)
+    return call_with_output(_C.masked_update, out, (x, _as_mask(mask, x), y, w),
+                            ("x", "mask", "y", "w"), 0.0, a, b)

@@ -43,4 +43,11 @@ int ssde_syncsde_update(ssde_tensor *out, const ssde_tensor *x, const ssde_tenso
                         const ssde_tensor *ref, const ssde_tensor *mask, const ssde_tensor *z,
                         double c_x, double c_eps, double c_z, double pull);
 
+/* Masked update in one pass:
+ *   out = (1 - c * mask) * x + mask * (a * y + b * w)
+ * replacement (c = 1, a = 1, w = NULL: y where mask = 1, x where 0, exactly) or a masked move
+ * (c = 0: x + mask * (a y + b w)). `w` may be NULL (then b is ignored). */
+int ssde_masked_update(ssde_tensor *out, const ssde_tensor *x, const ssde_tensor *mask,
+                       const ssde_tensor *y, const ssde_tensor *w, double c, double a, double b);
+
 #endif
