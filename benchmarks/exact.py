@@ -60,6 +60,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--families", default=None,
                     help="instead: the issue-13 families (comma list of "
                          f"{','.join(FAMILIES)}, or 'all') on exact laws / samples")
+    ap.add_argument("--poe-snr", default=None,
+                    help="with --families: instead of the family strategies, SyncSDE and poe with "
+                         "one corrector at each of these snr (comma list), e.g. 0.1,0.3,1.0")
     ap.add_argument("--scheduler", default=None,
                     help=f"instead: one row per solver ({','.join(SOLVERS)}) and step count "
                          "(--steps-list) for these tasks, the strategy of --solver-strategy and the oracle")
@@ -139,10 +142,16 @@ def exact_modes(args) -> dict:
         if bad:
             raise SystemExit(f"unknown families {bad}; expected some of {list(FAMILIES)} or 'all'")
         schedule = SamplingSchedule.preset("sd", steps)
+        strategies = None
+        if args.poe_snr:
+            strategies = {"syncsde": ("syncsde", {"inv_lambda": 5.0})}
+            strategies.update({f"poe K1 snr {v}": ("poe", {"corrector_steps": 1, "snr": float(v)})
+                               for v in args.poe_snr.split(",") if v})
         res = {}
         for case in build_cases(names, schedule.abar):
             res[case.name] = {"family": case.family, "note": case.note,
-                              "strategies": run_case(case, schedule, samples=n, seed=args.seed, log=log)}
+                              "strategies": run_case(case, schedule, strategies, samples=n,
+                                                     seed=args.seed, log=log)}
         print(f"\nexact laws, {steps} DDIM steps (mixtures: {n} samples); "
               f"{time.perf_counter() - t0:.0f}s\n")
         print(family_summary(res) + "\n")

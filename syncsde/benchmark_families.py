@@ -389,7 +389,10 @@ _NOT_STRATEGIES = ("oracle", "oracle (sampled)", "target", "target (sampled)", "
 
 
 def _views_per_step(res: dict) -> float:
-    return res.get("independent", res.get("multidiffusion", {})).get("inputs_per_step", float("nan"))
+    for lab in ("independent", "multidiffusion", "syncsde"):  # one model input per view
+        if "inputs_per_step" in res.get(lab, {}):
+            return res[lab]["inputs_per_step"]
+    return float("nan")
 
 
 def ratio(res: dict, label: str) -> float | None:
