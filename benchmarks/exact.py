@@ -60,6 +60,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--families", default=None,
                     help="instead: the issue-13 families (comma list of "
                          f"{','.join(FAMILIES)}, or 'all') on exact laws / samples")
+    ap.add_argument("--tables-from", default=None,
+                    help="instead: print the --families tables of a saved JSON (no sampling)")
     ap.add_argument("--poe-snr", default=None,
                     help="with --families: instead of the family strategies, SyncSDE and poe with "
                          "one corrector at each of these snr (comma list), e.g. 0.1,0.3,1.0")
@@ -69,6 +71,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps-list", default="10,20,50", help="step counts of --scheduler")
     ap.add_argument("--solver-strategy", default="syncsde", help="strategy label of --scheduler")
     args = ap.parse_args(argv)
+    if args.tables_from:
+        import json
+
+        res = json.loads(Path(args.tables_from).read_text())
+        print(family_summary(res) + "\n\n" + gaussian_table(res) + "\n\n" + mixture_table(res))
+        if args.plot:
+            from syncsde.benchmark_families import plot_frontier
+
+            plot_frontier(res, args.plot)
+        return res
     if args.families or args.scheduler or args.exact_laws:
         return exact_modes(args)
     n = args.samples or (4000 if args.quick else 20000)
