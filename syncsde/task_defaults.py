@@ -11,9 +11,9 @@ docs/benchmarks.md, "Task defaults". In short:
   benchmark it beats SyncSDE on every window and cylinder case. The region graph wins the exact
   benchmark but loses badly on the scenes model, whose scores on overlap-sized crops are not
   the crops' marginal scores (a model trained on one image size).
-- ``mask`` and ``edit``: conditional sampling (``inpaint``) with Langevin correctors, 1.4x and
-  2x SyncSDE's model inputs per step: 1.3-1.6x the oracle on coherent mask composition (SyncSDE
-  2.8-3.4x) and 3.5-11x on editing (SyncSDE tuned 12-115x).
+- ``mask`` and ``edit``: conditional sampling (``inpaint``) with Langevin correctors, 1.33x and
+  2x SyncSDE's model inputs per step: 1.6x the oracle on coherent mask composition (SyncSDE
+  3.3-3.4x) and 1.95-11x on editing (SyncSDE 8.7-170x, tuned per task 7.4-115x).
 - ``ambiguous``: the product of experts (``poe``) with one Langevin move per step (2x
   SyncSDE's model inputs) of snr 0.1: the best reading accuracy on the scenes model (0.917
   against SyncSDE's 0.792; snr 0.3 / 0.5 / 1.0: 0.833 / 0.833 / 0.75) and 2.7-6.9x the oracle
