@@ -531,7 +531,8 @@ def plot_frontier(results: dict, path) -> None:
         n = _views_per_step(res)
         fl, o = res.get("window floor", {}), res.get("oracle", {})
         key = "w2" if "w2" in fl else "energy"
-        if key in fl and key in o and o[key] > 0:
+        if key in fl and key in o and o[key] > 0 and fl[key] / o[key] >= 0.2:
+            # floors far below the oracle's own error say nothing on a log axis: not drawn
             floors.setdefault(entry["family"], []).append(fl[key] / o[key])
         for lab in res:
             if lab in _NOT_STRATEGIES:
