@@ -67,12 +67,17 @@ def sample_sequential(problem: Any, denoiser: Any, schedule: Any = "sd",
                       order: list[int] | None = None, guidance_scale: float = 1.0,
                       seed: int = 0, batch: int | None = None, dtype: torch.dtype = torch.float32,
                       device: str | torch.device = "cpu", progress: bool = True,
-                      max_batch: int | None = None) -> Any:
+                      max_batch: int | None = None, checkpoint: str | None = None) -> Any:
     """Samples the windows of ``problem`` (a :class:`~syncsde.views.WindowViews` problem: wide
     images, grids, circular canvases, long sequences) one after another in ``order`` (default:
     the views' order), each conditioned on what the earlier ones generated. Returns a
     :class:`~syncsde.sampler.SampleResult` whose ``canvas`` and ``output`` are the canvas and
-    ``views`` its crops."""
+    ``views`` its crops. ``checkpoint`` names a file that receives the canvas after every
+    window (atomically); a run started with an existing file of the same run resumes after
+    its last finished window (a file of another run is refused with what differs)."""
+    import os
+
+    from syncsde.checkpoint import describe, load_checkpoint, save_checkpoint
     from syncsde.sampler import Problem, SampleResult, sample  # the sampler imports strategies
     views = problem.views
     if not isinstance(views, WindowViews):
@@ -91,8 +96,27 @@ def sample_sequential(problem: Any, denoiser: Any, schedule: Any = "sd",
     known = torch.zeros((1, H, W), dtype=dtype, device=device)
     h, w = (int(s) for s in views.size)
     one = WindowViews((C, h, w), (h, w), [(0, 0)])
+    from tqdm.auto import tqdm
+
+    start = 0
+    run_id = None
+    if checkpoint:
+        run_id = {"scheme": "sequential", "order": order, "corrector_steps": int(corrector_steps),
+                  "snr": float(snr), "seed": describe(seed), "batch": batch, "dtype": str(dtype),
+                  "guidance_scale": float(guidance_scale), "schedule": describe(schedule),
+                  "num_steps": num_steps, "views": describe(views), "cond": describe(list(problem.cond)),
+                  "negative": describe(None if problem.negative is None else list(problem.negative)),
+                  "initial_views": describe(problem.initial_views)}
+        if os.path.exists(checkpoint):
+            start, state = load_checkpoint(checkpoint, run_id, n)
+            canvas = state["canvas"].to(dtype=dtype, device=device)
+            known = state["known"].to(dtype=dtype, device=device)
     steps = 0
-    for i in order:
+    bar = tqdm(total=n, initial=start, desc="sequential windows", disable=not progress,
+               leave=False)
+    for done, i in enumerate(order):
+        if done < start:
+            continue
         sub = Problem(one, [problem.cond[i]],
                       None if problem.negative is None else [problem.negative[i]],
                       init="independent",
@@ -107,9 +131,15 @@ def sample_sequential(problem: Any, denoiser: Any, schedule: Any = "sd",
             strategy = "independent"
         res = sample(sub, denoiser, strategy, schedule, num_steps=num_steps,
                      guidance_scale=guidance_scale, seed=_window_seed(seed, i), batch=batch,
-                     dtype=dtype, device=device, progress=progress, max_batch=max_batch)
+                     dtype=dtype, device=device, progress=False, max_batch=max_batch)
         steps = res.steps
         ops.paste_windows_on_top(res.output.unsqueeze(0), offs, canvas, circular=views.circular)
         ops.paste_windows_on_top(torch.ones((1, 1, h, w), dtype=dtype, device=device), offs, known,
                                  circular=views.circular)
+        if checkpoint:
+            save_checkpoint(checkpoint, done + 1, n, run_id, {"canvas": canvas, "known": known})
+        bar.update(1)
+    bar.close()
+    if steps == 0:  # every window came from the checkpoint
+        steps = len(getattr(schedule, "timesteps", ())) or int(num_steps or 0)
     return SampleResult(views.forward(canvas), canvas, canvas, "sequential", steps)

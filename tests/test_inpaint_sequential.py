@@ -234,3 +234,32 @@ def test_task_defaults_and_overrides():
         default_strategy("texture")
     with pytest.raises(ValueError, match="takes no option 'max_pull'"):
         make_task_strategy(None, 5.0, {"max_pull": None}, task="mask")
+
+
+def test_sequential_resumes_after_its_last_finished_window(tmp_path, monkeypatch):
+    import syncsde.sampler as sampler_module
+    from syncsde.checkpoint import CheckpointError
+
+    sched = SamplingSchedule.preset("sd", 4)
+    den = FieldDenoiser({"f": {"kernel": "se", "lengthscale": 2.0}}, sched.abar)
+    prob = wide_problem((1, 2, 20), window=(2, 8), stride=(1, 4), cond="f")
+    kw = dict(corrector_steps=1, snr=0.5, seed=3, batch=2, dtype=F64, progress=False)
+    full = sample_sequential(prob, den, sched, **kw).output
+    ck = str(tmp_path / "seq.safetensors")
+    real = sampler_module.sample
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(sampler_module, "sample", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        sample_sequential(prob, den, sched, checkpoint=ck, **kw)
+    monkeypatch.setattr(sampler_module, "sample", real)
+    resumed = sample_sequential(prob, den, sched, checkpoint=ck, **kw).output
+    torch.testing.assert_close(resumed, full, rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="seed"):
+        sample_sequential(prob, den, sched, checkpoint=ck, **dict(kw, seed=4))
