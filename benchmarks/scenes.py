@@ -103,6 +103,9 @@ def random_crops(imgs: list[np.ndarray], per: int, rng) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float()
 
 
+WIDE_STRIDE = 16
+
+
 def wide(pipe, clf, n, steps, log):
     from syncsde.pipelines import wide_image
     from syncsde.scenes.evaluate import mmd2_biased
@@ -127,7 +130,7 @@ def wide(pipe, clf, n, steps, log):
         t0 = time.perf_counter()
         imgs = []
         for s in range(n):
-            r = wide_image(pipe, WIDE_PROMPT, height=32, width=256, stride=16, strategy=strategy,
+            r = wide_image(pipe, WIDE_PROMPT, height=32, width=256, stride=WIDE_STRIDE, strategy=strategy,
                            num_inference_steps=steps, guidance_scale=3.0, seed=s, progress=False)
             imgs.append(r.tensors[0].permute(1, 2, 0).numpy())
         dt = (time.perf_counter() - t0) / n
@@ -243,7 +246,11 @@ def main(argv=None) -> int:
                     help="replace the strategy lists: task=spec;spec;... separated by '/', a spec "
                          "being name or name:key=value,... (e.g. "
                          "'wide=multidiffusion;regiongraph:corrector_steps=1')")
+    ap.add_argument("--stride", type=int, default=16,
+                    help="window stride of the wide task (pixels; windows are 32 wide)")
     a = ap.parse_args(argv)
+    global WIDE_STRIDE
+    WIDE_STRIDE = a.stride
     if a.strategies:
         lists = {"wide": WIDE_STRATEGIES, "ambiguous": AMBIGUOUS_STRATEGIES,
                  "edit": EDIT_STRATEGIES}
