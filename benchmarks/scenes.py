@@ -14,7 +14,10 @@ Per task and strategy (seconds per sample beside every row):
   non-overlapping 32-column crops (SyncVC's colour consistency; 1 = identical colours);
 - ambiguous (identity + rot180): the classifier's accuracy on the attributes of both readings;
 - edit (sunset -> night, grass -> snow on generator images): the target attribute read by the
-  classifier, and the mean absolute change outside the edit mask (background preservation).
+  classifier, and the mean absolute change outside the edit mask (background preservation);
+- mask (a boat on the sea, a house on the grass, in a box): the object flag read on the answer,
+  whether it is inside the box (the flag is off once the box shows the background trajectory),
+  and the attributes of the combined prompt.
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ from syncsde.atomic import atomic_savefig, atomic_write_json  # noqa: E402
 WIDE_STRATEGIES = ["independent", "multidiffusion", "synctweedies", "syncsde", "collage"]
 AMBIGUOUS_STRATEGIES = ["independent", "noise_average", "syncsde"]
 EDIT_STRATEGIES = ["independent", "syncsde"]
+MASK_STRATEGIES = ["multidiffusion", "syncsde", "inpaint"]
+# (background prompt, object prompt = combined prompt, object flag, mask rows, mask columns)
+MASK_CASES = [("a sunset over the sea", "a sunset over the sea with a boat", "boats", (19, 29), (9, 23)),
+              ("a day over the grass", "a day over the grass with a house", "houses", (14, 28), (8, 24))]
 WIDE_PROMPT = "a sunset over the sea with mountains and a sun"
 AMBIGUOUS_PAIRS = [("a sunset over the sea with mountains", "a night over the snow"),
                    ("a day over the grass", "a night over the sea")]
@@ -194,6 +201,41 @@ def edit(pipe, clf, n, steps, log):
     return res
 
 
+def mask(pipe, clf, n, steps, log):
+    """Mask composition: the object flag read by the classifier on the answer, the attributes
+    of the combined prompt, and whether the object is *inside* the mask (the flag read on the
+    answer with the mask region replaced by the background trajectory must be off)."""
+    from syncsde.pipelines import mask_generation
+    from syncsde.scenes.classifier import predict_attributes, prompt_agreement
+    from syncsde.scenes.vocab import parse_prompt
+
+    res = {}
+    for name, strategy in map(parse_strategy, MASK_STRATEGIES):
+        t0 = time.perf_counter()
+        has, inside, ok, tot = [], [], 0, 0
+        for s in range(n):
+            bg, obj, flag, (r0, r1), (c0, c1) = MASK_CASES[s % len(MASK_CASES)]
+            m = np.zeros((32, 32), np.float32)
+            m[r0:r1, c0:c1] = 1
+            r = mask_generation(pipe, m, bg, obj, obj, height=32, width=32, strategy=strategy,
+                                num_inference_steps=steps, guidance_scale=3.0, seed=s,
+                                progress=False, decode_all=True)
+            answer, background = r.tensors[0], r.tensors[1]
+            outside_only = answer.clone()
+            mm = torch.from_numpy(m).bool()
+            outside_only[:, mm] = background[:, mm]
+            pa, po = predict_attributes(clf, torch.stack([answer, outside_only]))
+            has.append(pa[f"has_{flag}"])
+            inside.append(pa[f"has_{flag}"] and not po[f"has_{flag}"])
+            a, b = prompt_agreement(pa, parse_prompt(obj))
+            ok, tot = ok + a, tot + b
+        res[name] = {"object_present": float(np.mean(has)), "object_inside_mask": float(np.mean(inside)),
+                     "attribute_accuracy": ok / tot,
+                     "seconds_per_sample": (time.perf_counter() - t0) / n}
+        log(f"  mask {name:12s} {res[name]}")
+    return res
+
+
 def print_table(results: dict) -> None:
     for task, rows in results.items():
         cols = sorted({k for r in rows.values() for k in r})
@@ -233,7 +275,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=8, help="samples per cell")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="2 samples per cell, 10 steps")
-    ap.add_argument("--tasks", default="wide,ambiguous,edit")
+    ap.add_argument("--tasks", default="wide,ambiguous,edit,mask")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--guidance", action="store_true",
@@ -253,7 +295,7 @@ def main(argv=None) -> int:
     WIDE_STRIDE = a.stride
     if a.strategies:
         lists = {"wide": WIDE_STRATEGIES, "ambiguous": AMBIGUOUS_STRATEGIES,
-                 "edit": EDIT_STRATEGIES}
+                 "edit": EDIT_STRATEGIES, "mask": MASK_STRATEGIES}
         for part in a.strategies.split("/"):
             task, eq, specs = part.partition("=")
             if task not in lists or not eq:
@@ -270,7 +312,7 @@ def main(argv=None) -> int:
     from syncsde.scenes.classifier import load_classifier
 
     pipe, clf = load_pipeline("scenes"), load_classifier()
-    fns = {"wide": wide, "ambiguous": ambiguous, "edit": edit}
+    fns = {"wide": wide, "ambiguous": ambiguous, "edit": edit, "mask": mask}
     results = {}
     for t in a.tasks.split(","):
         if t not in fns:
