@@ -1,0 +1,43 @@
+"""Smoke run of benchmarks/scenes.py (the full run is a script: docs/benchmarks.md)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("scenes_bench", ROOT / "benchmarks" / "scenes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scenes_benchmark_runs_the_mask_and_ambiguous_tasks(tmp_path):
+    mod = _module()
+    out = tmp_path / "r.json"
+    assert mod.main(["--n", "1", "--steps", "2", "--tasks", "mask,ambiguous", "--strategies",
+                     "mask=syncsde;inpaint:corrector_steps=1,snr=1.0/ambiguous=poe:corrector_steps=1,snr=0.1",
+                     "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert set(res["mask"]) == {"syncsde", "inpaint:corrector_steps=1,snr=1.0"}
+    for r in res["mask"].values():
+        assert 0 <= r["object_inside_mask"] <= r["object_present"] <= 1
+        assert 0 <= r["attribute_accuracy"] <= 1
+    assert 0 <= res["ambiguous"]["poe:corrector_steps=1,snr=0.1"]["accuracy_both_readings"] <= 1
+
+
+def test_strategy_specs_parse_options_and_refuse_bad_ones():
+    mod = _module()
+    label, strat = mod.parse_strategy("poe:corrector_steps=2,snr=0.25")
+    assert label == "poe:corrector_steps=2,snr=0.25"
+    assert strat.corrector_steps == 2 and strat.snr == 0.25
+    assert mod.parse_strategy("syncsde") == ("syncsde", "syncsde")
+    with pytest.raises(SystemExit, match="key=value"):
+        mod.parse_strategy("poe:corrector_steps")
+    with pytest.raises(ValueError, match="takes no option"):
+        mod.parse_strategy("poe:bogus=1")
