@@ -369,7 +369,7 @@ def test_cli_subcommands_write_files(tiny_sd, tmp_path, monkeypatch):
         files = args.func(args)
         assert files and all((tmp_path / f).exists() or __import__("os").path.exists(f) for f in files)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert "tileable_syncsde_seed0_tiled3x3.png" in names and "hybrid_syncsde_seed0_far.png" in names
+    assert "tileable_multidiffusion_seed0_tiled3x3.png" in names and "hybrid_syncsde_seed0_far.png" in names
     from PIL import Image
     assert Image.open(tmp_path / "panorama360_syncsde_seed0.png").size == (64, 32)
 

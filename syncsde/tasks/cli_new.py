@@ -31,7 +31,7 @@ def _common(p: argparse.ArgumentParser, steps: int = 50, guidance: float = 7.5) 
     g.add_argument("--local-files-only", action="store_true", help="never contact the hub")
     s = p.add_argument_group("sampling")
     s.add_argument("--strategy", choices=sorted(k for k in STRATEGIES if k != "collage"),
-                   default="syncsde")
+                   default=None, help="default: the task's (syncsde.task_defaults; syncsde for hybrid)")
     s.add_argument("--inv-lambda", type=finite_float, default=5.0, help="SyncSDE 1/lambda (default 5)")
     s.add_argument("--steps", type=positive_int, default=steps, help=f"DDIM steps (default {steps})")
     s.add_argument("--guidance", type=finite_float, default=guidance, help=f"CFG scale (default {guidance})")
@@ -40,6 +40,13 @@ def _common(p: argparse.ArgumentParser, steps: int = 50, guidance: float = 7.5) 
     s.add_argument("--max-batch", type=positive_int, default=None, help="views per model call")
     s.add_argument("--out", default="outputs", help="output folder")
     s.add_argument("--no-progress", action="store_true")
+
+
+def _label(args, task: str) -> str:
+    """The strategy's name for file names: the one given, else the task's default."""
+    from syncsde.task_defaults import TASK_DEFAULTS
+
+    return args.strategy or TASK_DEFAULTS.get(task, ("syncsde", {}))[0]
 
 
 def _prepare(args):
@@ -80,7 +87,7 @@ def _run_tileable(args) -> list[str]:
     pipe, out = _prepare(args)
     res = tileable_image(pipe, args.prompt, args.height, args.width, args.negative_prompt,
                          window=args.window, stride=args.stride, **_kw(args))
-    return _save(res, out / f"tileable_{args.strategy}_seed{args.seed}",
+    return _save(res, out / f"tileable_{_label(args, 'tileable')}_seed{args.seed}",
                  {"tiled3x3": res.extras.get("tiled_image")})
 
 
@@ -90,7 +97,7 @@ def _run_panorama(args) -> list[str]:
     pipe, out = _prepare(args)
     res = panorama_image(pipe, args.prompt, args.height, args.negative_prompt,
                          view_size=args.view_size, cube=args.cube, **_kw(args))
-    return _save(res, out / f"panorama360_{args.strategy}_seed{args.seed}", {})
+    return _save(res, out / f"panorama360_{_label(args, 'panorama360')}_seed{args.seed}", {})
 
 
 def _run_hybrid(args) -> list[str]:
@@ -100,7 +107,7 @@ def _run_hybrid(args) -> list[str]:
     res = hybrid_image(pipe, args.far, args.near, args.negative_prompt, factor=args.factor,
                        size=args.size, stride=args.stride, **_kw(args))
     far = res.extras["far"] if res.tensors is not None else None
-    return _save(res, out / f"hybrid_{args.strategy}_seed{args.seed}", {"far": far})
+    return _save(res, out / f"hybrid_{_label(args, 'hybrid')}_seed{args.seed}", {"far": far})
 
 
 def _run_bench(args) -> list[str]:
