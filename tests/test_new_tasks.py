@@ -371,7 +371,7 @@ def test_cli_subcommands_write_files(tiny_sd, tmp_path, monkeypatch):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "tileable_multidiffusion_seed0_tiled3x3.png" in names and "hybrid_syncsde_seed0_far.png" in names
     from PIL import Image
-    assert Image.open(tmp_path / "panorama360_syncsde_seed0.png").size == (64, 32)
+    assert Image.open(tmp_path / "panorama360_multidiffusion_seed0.png").size == (64, 32)
 
 
 def test_cli_bench_new_and_bad_arguments(capsys, tmp_path):
