@@ -129,7 +129,9 @@ def _strategy_label(args, task: str) -> str:
         return args.strategy
     from syncsde.task_defaults import TASK_DEFAULTS
 
-    return "syncsde" if args.authors_compat else TASK_DEFAULTS.get(task, ("syncsde", {}))[0]
+    if getattr(args, "authors_compat", False):
+        return "syncsde"
+    return TASK_DEFAULTS.get(task, ("syncsde", {}))[0]
 
 
 def _stem(args, task: str) -> Path:

@@ -14,6 +14,13 @@ from pathlib import Path
 
 from syncsde.cli_checks import finite_float, positive_int
 
+
+def _label(args, task: str) -> str:
+    """The strategy's name for file names: the one given, else the task's (SyncSDE here)."""
+    from syncsde.cli_models import _strategy_label
+
+    return _strategy_label(args, task)
+
 __all__ = ["add_region_commands", "REGION_COMMANDS"]
 
 REGION_COMMANDS = ("regions", "upscale")
@@ -45,7 +52,8 @@ def _run_regions(args) -> list[str]:
 
     res = regions_image(pipe, layout, control_image=args.control,
                         controlnet_scale=args.controlnet_scale, **_kw(args))
-    return _save(res, out / f"regions_{Path(args.layout).stem}_{args.strategy}_seed{args.seed}", {})
+    return _save(res, out / f"regions_{Path(args.layout).stem}_{_label(args, 'regions')}"
+                            f"_seed{args.seed}", {})
 
 
 def _run_upscale(args) -> list[str]:
@@ -74,8 +82,8 @@ def _run_upscale(args) -> list[str]:
                         stride=args.stride, mask=args.mask, vae_tile=args.vae_tile,
                         control_image=args.control, controlnet_scale=args.controlnet_scale,
                         **_kw(args))
-    return _save(res, out / f"upscale_{Path(args.image).stem}_x{args.scale:g}_{args.strategy}"
-                            f"_seed{args.seed}", {})
+    return _save(res, out / f"upscale_{Path(args.image).stem}_x{args.scale:g}_"
+                            f"{_label(args, 'upscale')}_seed{args.seed}", {})
 
 
 def add_region_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
