@@ -18,11 +18,12 @@ cost) are ``1 + corrector_steps`` (the first window: 1); the windows run one aft
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-
-from dataclasses import dataclass
+from tqdm.auto import tqdm
 
 from syncsde import ops
 
@@ -75,8 +76,6 @@ def sample_sequential(problem: Any, denoiser: Any, schedule: Any = "sd",
     ``views`` its crops. ``checkpoint`` names a file that receives the canvas after every
     window (atomically); a run started with an existing file of the same run resumes after
     its last finished window (a file of another run is refused with what differs)."""
-    import os
-
     from syncsde.checkpoint import describe, load_checkpoint, save_checkpoint
     from syncsde.sampler import Problem, SampleResult, sample  # the sampler imports strategies
     views = problem.views
@@ -96,8 +95,6 @@ def sample_sequential(problem: Any, denoiser: Any, schedule: Any = "sd",
     known = torch.zeros((1, H, W), dtype=dtype, device=device)
     h, w = (int(s) for s in views.size)
     one = WindowViews((C, h, w), (h, w), [(0, 0)])
-    from tqdm.auto import tqdm
-
     start = 0
     run_id = None
     if checkpoint:

@@ -14,6 +14,7 @@ All math runs in the C core through :mod:`syncsde.ops` and the view sets.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,8 +221,6 @@ def make_strategy(spec: str | Strategy, **kwargs) -> Strategy:
     if spec not in STRATEGIES:
         raise ValueError(f"unknown strategy {spec!r}; expected one of {sorted(STRATEGIES)}")
     cls = STRATEGIES[spec]
-    import inspect
-
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     unknown = sorted(k for k in kwargs if k not in params or k == "name") if not takes_any else []

@@ -320,7 +320,7 @@ def _sample_task(den, problem, strat, sched, *, guidance_scale: float, eta: floa
     )
     from syncsde.denoisers.batching import BatchedDenoiser
 
-    if getattr(strat, "name", None) == "sequential":  # windows one after another (sequential.py)
+    if hasattr(strat, "run"):  # a scheme over whole runs: windows one after another (sequential.py)
         if callback is not None or callback_on_step_end is not None or latents is not None \
                 or generator is not None or control is not None:
             raise ValueError("strategy 'sequential' runs one window after another: it takes a "
