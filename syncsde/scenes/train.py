@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -32,8 +33,12 @@ __all__ = ["train_diffusion", "train_classifier", "install", "export_checkpoint"
 
 
 # ---- data -------------------------------------------------------------------------------------
-def diffusion_batch(seed: int, start: int, n: int, p_uncond: float = 0.1, size: int = 32):
-    """Images ``[n, 3, size, size]`` in [-1, 1] and their prompts ("" with prob ``p_uncond``)."""
+def diffusion_batch(seed: int, start: int, n: int, p_uncond: float = 0.1, size: int = 32,
+                    width: int | None = None):
+    """Images ``[n, 3, size, width]`` (``width`` defaults to ``size``) in [-1, 1] and their
+    prompts ("" with prob ``p_uncond``). The generator's law is stationary along x, so a scene
+    rendered ``width`` columns wide has the law of a ``width``-column crop of a wider scene with
+    the same prompt (syncsde/scenes/generator.py)."""
     from syncsde.scenes.generator import random_spec, render, scene_rng
     from syncsde.scenes.vocab import random_prompt
 
@@ -44,7 +49,7 @@ def diffusion_batch(seed: int, start: int, n: int, p_uncond: float = 0.1, size: 
         prompt = random_prompt(spec, rng)
         if rng.random() < p_uncond:
             prompt = ""
-        imgs.append(render(spec, size, size, rng).image)
+        imgs.append(render(spec, size, size if width is None else int(width), rng).image)
         prompts.append(prompt)
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
     return x * 2 - 1, prompts
@@ -134,7 +139,7 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
                     ema_decay: float = 0.999, p_uncond: float = 0.1, progress: bool = True,
                     log=print, stop_at: int | None = None, finish_at: int | None = None,
                     init: str | None = None, pooled_prompt: bool = True,
-                    offset_noise: float = 0.0) -> dict:
+                    offset_noise: float = 0.0, widths: tuple[int, ...] | None = None) -> dict:
     """Trains the UNet and the text encoder jointly on eps-prediction MSE (cosine schedule,
     uniform timesteps, prompt dropout ``p_uncond`` for classifier-free guidance); keeps an EMA
     of the weights (decay ``min(ema_decay, (1+s)/(10+s))``). Writes ``out/pipeline`` (EMA
@@ -163,6 +168,11 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
                     pooled_prompt=bool(pooled_prompt))
     if offset_noise:   # only when used, so older checkpoints resume with their settings
         settings["offset_noise"] = float(offset_noise)
+    if widths:
+        widths = [int(w) for w in widths]
+        if any(w < 8 or w % 8 for w in widths):
+            raise ValueError(f"widths must be multiples of 8 (the UNet halves three times), got {widths}")
+        settings["widths"] = widths
     meta, tensors = _load_checkpoint(out)
     step, elapsed = 0, 0.0
     if meta is not None:
@@ -195,8 +205,11 @@ def train_diffusion(out: str | Path, steps: int = 3000, batch: int = 64, lr: flo
     t_start = time.perf_counter() - elapsed
     last = steps if finish_at is None else min(int(finish_at), steps)
     while step < last:
-        x0, prompts = diffusion_batch(seed, step * batch, batch, p_uncond)
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + step)
+        width = None
+        if widths:
+            width = widths[int(torch.randint(0, len(widths), (1,), generator=g))]
+        x0, prompts = diffusion_batch(seed, step * batch, batch, p_uncond, width=width)
         t = torch.randint(0, len(abar), (batch,), generator=g)
         noise = torch.randn(x0.shape, generator=g)
         if offset_noise:
@@ -376,6 +389,15 @@ def install(diffusion: str | None, classifier: str | None) -> None:
         print(f"installed {src} -> {dst}")
 
 
+def _int_list(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"--widths: expected comma-separated integers, got {text!r}") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m syncsde.scenes.train",
                                  description="Train the scenes diffusion model / classifier (CPU).")
@@ -395,6 +417,9 @@ def main(argv=None) -> int:
                    help="end after this many steps (the schedule still follows --steps)")
     d.add_argument("--offset-noise", type=float, default=0.0,
                    help="per-image, per-channel constant noise added to the training noise")
+    d.add_argument("--widths", default=None,
+                   help="comma-separated training widths, e.g. 16,24,32,32 (one per step; "
+                        "repeats weight a width); default: square 32x32 only")
     d.add_argument("--quiet", action="store_true")
     c = sub.add_parser("classifier")
     c.add_argument("--out", required=True)
@@ -416,9 +441,14 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     log = (lambda s: None) if getattr(a, "quiet", False) else (lambda s: print(s, flush=True))
     if a.what == "diffusion":
-        s = train_diffusion(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
-                            progress=not a.quiet, log=log, finish_at=a.finish_at, init=a.init,
-                            pooled_prompt=not a.no_pooled_prompt, offset_noise=a.offset_noise)
+        try:
+            s = train_diffusion(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
+                                progress=not a.quiet, log=log, finish_at=a.finish_at, init=a.init,
+                                pooled_prompt=not a.no_pooled_prompt, offset_noise=a.offset_noise,
+                                widths=_int_list(a.widths))
+        except ValueError as exc:   # bad settings: one line, not a traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     elif a.what == "classifier":
         s = train_classifier(a.out, a.steps, a.batch, a.lr, a.seed, a.threads, a.checkpoint_every,
                              progress=not a.quiet, log=log, finish_at=a.finish_at)
