@@ -141,7 +141,10 @@ def wide(pipe, clf, n, steps, log):
                            num_inference_steps=steps, guidance_scale=3.0, seed=s, progress=False)
             imgs.append(r.tensors[0].permute(1, 2, 0).numpy())
         dt = (time.perf_counter() - t0) / n
-        f = clf.features(random_crops(imgs, max(1, 8 * len(gen) // n), rng)).detach().numpy()
+        # crop positions from their own seeded stream: a strategy's KID does not depend on
+        # which strategies ran before it
+        crop_rng = np.random.default_rng(1)
+        f = clf.features(random_crops(imgs, max(1, 8 * len(gen) // n), crop_rng)).detach().numpy()
         res[name] = dict(stats(imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt)
         log(f"  wide {name:16s} {res[name]}")
     return res
@@ -288,6 +291,8 @@ def main(argv=None) -> int:
                     help="replace the strategy lists: task=spec;spec;... separated by '/', a spec "
                          "being name or name:key=value,... (e.g. "
                          "'wide=multidiffusion;regiongraph:corrector_steps=1')")
+    ap.add_argument("--model", default="scenes",
+                    help="pipeline folder to measure (default: the shipped scenes model)")
     ap.add_argument("--stride", type=int, default=16,
                     help="window stride of the wide task (pixels; windows are 32 wide)")
     a = ap.parse_args(argv)
@@ -311,7 +316,7 @@ def main(argv=None) -> int:
     from syncsde.models import load_pipeline
     from syncsde.scenes.classifier import load_classifier
 
-    pipe, clf = load_pipeline("scenes"), load_classifier()
+    pipe, clf = load_pipeline(a.model), load_classifier()
     fns = {"wide": wide, "ambiguous": ambiguous, "edit": edit, "mask": mask}
     results = {}
     for t in a.tasks.split(","):

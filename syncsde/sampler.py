@@ -123,13 +123,16 @@ class _Run:
     max_batch: int | None = None
     solver: Any = field(default_factory=DDIMSolver)
 
-    def predict_eps(self, x: torch.Tensor, t: int, abar_t: float, view_cond, view_negative=None):
-        """eps for extra model inputs ``[M, *batch, C, h', w']`` given per-input conditions."""
+    def predict_eps(self, x: torch.Tensor, t: int, abar_t: float, view_cond, view_negative=None,
+                    guidance_scale: float | None = None):
+        """eps for extra model inputs ``[M, *batch, C, h', w']`` given per-input conditions
+        (``guidance_scale``: the run's own unless given; 1.0 = the conditions' plain eps)."""
         b = 1 if self.batch_dims == 0 else x.shape[1]
         flat = x.reshape(-1, *x.shape[-3:])
         cond = [c for c in view_cond for _ in range(b)]
         neg = None if view_negative is None else [c for c in view_negative for _ in range(b)]
-        return predict_eps(self.denoiser, flat, t, abar_t, cond, neg, self.guidance_scale,
+        w = self.guidance_scale if guidance_scale is None else float(guidance_scale)
+        return predict_eps(self.denoiser, flat, t, abar_t, cond, neg, w,
                            self.max_batch).reshape(x.shape)
 
 

@@ -21,6 +21,22 @@ Regions with ``c_R = 0`` are dropped; every other region is one extra model inpu
 model on the region's crop, with the prompt of a window that contains it). Model inputs per
 step: ``N + #{R: c_R != 0, R not a window}``. Intersections of two circular windows that fall
 apart into two arcs are refused (windows wider than half the canvas).
+
+Classifier-free guidance (``guidance="windows"``, the default): (1) composes the *conditional*
+law, and the guidance term ``(w - 1)(eps_c - eps_u)`` is the windows' average (MultiDiffusion's
+rule), so that no region is guided with a negative weight:
+
+    eps(X) = sum_R c_R P_R^T eps_c(P_R X) + (w - 1) A[eps_c - eps_u](X)          (2)
+
+(``A`` = the windows' coverage-weighted average). Composing the guided eps by (1) instead
+(``guidance="regions"``, linear, so the same as composing eps_c and eps_u separately) raises the
+ratio of window and overlap classifiers ``prod_W p(c|x_W) / prod_O p(c|x_O)`` to the power
+``w``: any disagreement between a learned model's window and overlap terms is multiplied by
+``w`` with the sign of ``c_R``, and the overlaps are pushed *away* from the prompt (on the
+scenes model at CFG 3: night and grass patches in a sunset over the sea; docs/composition.md).
+(2) costs the same model inputs as guided regions (the overlaps conditional only, the windows'
+unconditional eps once more, since the sampler hands the strategy only the guided eps); at
+``w = 1`` the two are the same.
 """
 from __future__ import annotations
 
@@ -141,16 +157,20 @@ class RegionGraph(Strategy):
     name = "regiongraph"
     init = "canvas"
 
-    def __init__(self, corrector_steps: int = 0, snr: float = 0.5, seed: int = 0):
+    def __init__(self, corrector_steps: int = 0, snr: float = 0.5, seed: int = 0,
+                 guidance: str = "windows"):
         if not (isinstance(corrector_steps, int) and corrector_steps >= 0):
             raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
         if not (isinstance(snr, (int, float)) and 0 < snr < float("inf")):
             raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
+        if guidance not in ("windows", "regions"):
+            raise ValueError(f"guidance must be 'windows' or 'regions', got {guidance!r}")
         self.corrector_steps, self.snr, self.seed = corrector_steps, float(snr), int(seed)
+        self.guidance = guidance
 
     def __repr__(self) -> str:
         return (f"RegionGraph(corrector_steps={self.corrector_steps}, snr={self.snr}, "
-                f"seed={self.seed})")
+                f"seed={self.seed}, guidance={self.guidance!r})")
 
     def prepare(self, run):
         views = run.views
@@ -170,21 +190,36 @@ class RegionGraph(Strategy):
     def extra_inputs_per_step(self) -> int:
         return sum(len(o) for _, _, o in self._groups)
 
-    def _compose(self, run, x, eps, info):
-        """Canvas eps (1) from the windows' eps and the other regions' model calls."""
-        eps_canvas = run.views.adjoint(eps)
+    def _compose(self, run, x, y, eps, info):
+        """Canvas eps from the windows' states ``y`` and guided eps ``eps`` and the other
+        regions' model calls: (1), or (2) under guidance with ``guidance="windows"``."""
+        w = float(run.guidance_scale)
+        split = self.guidance == "windows" and w != 1.0
+        if split:   # eps = e_u + w (e_c - e_u): recover e_c from one more unconditional call
+            uncond = run.negative if run.negative is not None else [None] * run.views.num_views
+            eps_u = run.predict_eps(y, info.t, info.abar_t, uncond, guidance_scale=1.0)
+            eps_c = eps_u + (eps - eps_u) / w
+            eps_canvas = run.views.adjoint(eps_c)
+        else:
+            eps_canvas = run.views.adjoint(eps)
         for sub, coef, owners in self._groups:
             xs = sub.forward(x)
-            neg = None if run.negative is None else [run.negative[i] for i in owners]
-            es = run.predict_eps(xs, info.t, info.abar_t, [run.cond[i] for i in owners], neg)
+            cond = [run.cond[i] for i in owners]
+            if split:
+                es = run.predict_eps(xs, info.t, info.abar_t, cond, guidance_scale=1.0)
+            else:
+                neg = None if run.negative is None else [run.negative[i] for i in owners]
+                es = run.predict_eps(xs, info.t, info.abar_t, cond, neg)
             es = es * coef.reshape((-1,) + (1,) * (es.dim() - 1))
             eps_canvas += sub.adjoint(es)
+        if split:   # (2): the guidance term averaged over windows, never negatively weighted
+            eps_canvas += (w - 1.0) * run.views.average(eps_c - eps_u)
         return eps_canvas
 
     def step(self, run, y, eps, info, noise):
         views = run.views
         x = views.average(y)
-        eps_canvas = self._compose(run, x, eps, info)
+        eps_canvas = self._compose(run, x, y, eps, info)
         a = info.abar_t
         if self.corrector_steps and a < 1.0:
             h = self.snr * (1.0 - a)
@@ -194,7 +229,7 @@ class RegionGraph(Strategy):
                 x = x - (h / math.sqrt(1.0 - a)) * eps_canvas + math.sqrt(2.0 * h) * z
                 y = views.forward(x, out=y)
                 eps = run.predict_eps(y, info.t, a, run.cond, run.negative)
-                eps_canvas = self._compose(run, x, eps, info)
+                eps_canvas = self._compose(run, x, y, eps, info)
         eps = views.forward(eps_canvas, out=eps)
         return run.solver.step(y, eps, info, noise, out=y)
 

@@ -108,6 +108,64 @@ def test_strategy_step_equals_the_numpy_composition():
     np.testing.assert_allclose(r.canvas.numpy().reshape(-1), cx * xv - ce * eps, atol=1e-10)
 
 
+@pytest.mark.parametrize("guidance", ["windows", "regions"])
+def test_guided_step_equals_the_numpy_composition(guidance):
+    """Under CFG (w = 2.5, unconditional = the negative prompt "u"): ``guidance="windows"``
+    composes the conditional eps by the region graph and adds the windows' average guidance
+    term, eq. (2); ``"regions"`` composes the guided eps, eq. (1). One DDIM step in NumPy."""
+    C, H, W, w = 1, 8, 10, 2.5
+    abar = SamplingSchedule.preset("sd", 10).abar
+    sched = SamplingSchedule(abar, [500], final_abar=float(abar[200]))
+    prob = wide_problem((C, H, W), window=(4, 6), stride=(2, 2), cond="f")
+    prob.negative = ["u"] * prob.views.num_views
+    laws = {"f": {"kernel": "matern", "nu": 1.5, "lengthscale": 2.0, "mean": 0.2},
+            "u": {"kernel": "se", "lengthscale": 1.0, "mean": -0.3}}
+    den = FieldDenoiser(laws, abar)
+    x = torch.randn(C, H, W, generator=torch.Generator().manual_seed(1), dtype=F64)
+    prob.initial_canvas = x
+    r = sample(prob, den, make_strategy("regiongraph", guidance=guidance), sched, seed=0,
+               dtype=F64, progress=False, guidance_scale=w)
+    a, s = float(abar[500]), float(abar[200])
+    cov = {"f": field_covariance("matern", (H, W), nu=1.5, lengthscale=2.0).numpy(),
+           "u": field_covariance("se", (H, W), lengthscale=1.0).numpy()}
+    mean = {"f": 0.2, "u": -0.3}
+    xv = x.numpy().reshape(-1)
+
+    def eps_region(key, px):
+        S = cov[key][np.ix_(px, px)]
+        return math.sqrt(1 - a) * np.linalg.solve(a * S + (1 - a) * np.eye(len(px)),
+                                                  xv[px] - math.sqrt(a) * mean[key])
+
+    eps = np.zeros(H * W)
+    guide_sum, coverage = np.zeros(H * W), np.zeros(H * W)
+    for k, (reg, c, _) in enumerate(region_graph(prob.views)):
+        px = _pixels(reg, H, W, False)
+        ec, eu = eps_region("f", px), eps_region("u", px)
+        if guidance == "regions":
+            eps[px] += c * (eu + w * (ec - eu))
+        else:
+            eps[px] += c * ec
+            if k < prob.views.num_views:   # the windows come first
+                guide_sum[px] += ec - eu
+                coverage[px] += 1
+    if guidance == "windows":
+        eps += (w - 1) * guide_sum / coverage
+    cx = math.sqrt(s / a)
+    ce = cx * math.sqrt(1 - a) - math.sqrt(1 - s)
+    np.testing.assert_allclose(r.canvas.numpy().reshape(-1), cx * xv - ce * eps, atol=1e-10)
+
+
+def test_guidance_option_is_checked_and_irrelevant_without_guidance():
+    with pytest.raises(ValueError, match="guidance must be"):
+        make_strategy("regiongraph", guidance="views")
+    sched = SamplingSchedule.preset("sd", 4)
+    prob = wide_problem((1, 6, 12), window=6, stride=3, cond="f")
+    den = FieldDenoiser({"f": {"kernel": "se", "lengthscale": 2.0}}, sched.abar)
+    a, b = (sample(prob, den, make_strategy("regiongraph", guidance=g), sched, seed=1, dtype=F64,
+                   progress=False).canvas for g in ("windows", "regions"))
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_equals_collage_on_a_chain():
     sched = SamplingSchedule.preset("sd", 6)
     prob = sequence_problem(1, 40, window=16, overlap=10, cond="f")  # deep intersections: c = 0

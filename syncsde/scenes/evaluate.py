@@ -2,6 +2,7 @@
 generator, both read by the scene classifier.
 
     python -m syncsde.scenes.evaluate --n 256 --json docs/scenes_gate.json
+    python -m syncsde.scenes.evaluate --crop-loss --n 64      # denoising loss on narrow crops
 
 - ``attribute_accuracy``: over the attributes each prompt fixes (time of day, ground, ridge
   count), the fraction the classifier reads in the sample (the gate asks >= 0.8);
@@ -25,7 +26,8 @@ from syncsde.scenes.classifier import kid, predict_attributes, prompt_agreement
 from syncsde.scenes.generator import random_spec, render, scene_rng
 from syncsde.scenes.vocab import parse_prompt, prompt_for
 
-__all__ = ["gate_prompts", "generator_images", "sample_images", "gate", "mmd2_biased", "main"]
+__all__ = ["gate_prompts", "generator_images", "sample_images", "gate", "mmd2_biased",
+           "crop_denoising_loss", "main"]
 
 
 def gate_prompts(n: int, seed: int = 0) -> list[str]:
@@ -112,6 +114,39 @@ def gate(pipe, classifier, n: int = 128, seed: int = 0, steps: int | None = None
     }
 
 
+@torch.no_grad()
+def crop_denoising_loss(pipe, widths=(8, 16, 24, 32), n: int = 64, seed: int = 10_000,
+                        timesteps=(100, 300, 500, 700, 900), batch: int = 64) -> dict:
+    """The model's eps-prediction MSE on held-out generator scenes ``32 x w`` for each width
+    ``w`` (the law of a ``w``-column crop of a wider scene: the generator is stationary along x),
+    averaged over ``timesteps`` with fixed noise: how well the model knows the marginal law of
+    the regions (window overlaps) that the region graph and sequential windows evaluate. Scenes
+    come from generator stream ``seed`` (training uses streams 0-3), with their prompts."""
+    from syncsde.scenes.train import diffusion_batch
+
+    abar = pipe.scheduler.alphas_cumprod.float()
+    out = {}
+    for w in widths:
+        total, count = 0.0, 0
+        for start in range(0, n, batch):
+            m = min(batch, n - start)
+            x0, prompts = diffusion_batch(seed, start, m, p_uncond=0.0, width=int(w))
+            emb = pipe.text_encoder(pipe.tokenizer(prompts, padding="max_length", truncation=True,
+                                                   max_length=pipe.tokenizer.model_max_length,
+                                                   return_tensors="pt").input_ids)[0]
+            for t in timesteps:
+                g = torch.Generator().manual_seed(int(seed) * 1009 + int(t) * 31 + start)
+                noise = torch.randn(x0.shape, generator=g)
+                a = abar[int(t)]
+                xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+                tt = torch.full((m,), int(t), dtype=torch.long)
+                pred = pipe.unet(xt, tt, encoder_hidden_states=emb).sample
+                total += float(((pred - noise) ** 2).mean()) * m
+                count += m
+        out[int(w)] = total / count
+    return out
+
+
 def main(argv=None) -> int:
     from syncsde.atomic import atomic_write_json
     from syncsde.scenes.classifier import load_classifier
@@ -126,9 +161,17 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance-scale", type=float, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--crop-loss", action="store_true",
+                    help="report the denoising loss on 32 x w scenes (w = 8, 16, 24, 32) instead")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.crop_loss:
+        res = {"crop_loss": crop_denoising_loss(load_scenes_pipeline(a.model), n=a.n, seed=10_000 + a.seed)}
+        print(json.dumps(res, indent=1))
+        if a.json:
+            atomic_write_json(a.json, res)
+        return 0
     res = gate(load_scenes_pipeline(a.model), load_classifier(a.classifier), a.n, a.seed, a.steps,
                a.guidance_scale)
     res["gate_passed"] = bool(res["attribute_accuracy"] >= 0.8
