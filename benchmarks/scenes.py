@@ -111,6 +111,7 @@ def random_crops(imgs: list[np.ndarray], per: int, rng) -> torch.Tensor:
 
 
 WIDE_STRIDE = 16
+WIDE_PICTURES: dict[str, list[np.ndarray]] = {}  # label -> the first panoramas (for --pictures)
 
 
 def wide(pipe, clf, n, steps, log):
@@ -133,6 +134,7 @@ def wide(pipe, clf, n, steps, log):
 
     res = {"generator": dict(stats(gen), kid=mmd2_biased(f_gen2, f_gen),
                              seconds_per_sample=0.0)}
+    WIDE_PICTURES["generator"] = gen[:3]
     for name, strategy in map(parse_strategy, WIDE_STRATEGIES):
         t0 = time.perf_counter()
         imgs = []
@@ -146,6 +148,7 @@ def wide(pipe, clf, n, steps, log):
         crop_rng = np.random.default_rng(1)
         f = clf.features(random_crops(imgs, max(1, 8 * len(gen) // n), crop_rng)).detach().numpy()
         res[name] = dict(stats(imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt)
+        WIDE_PICTURES[name] = imgs[:3]
         log(f"  wide {name:16s} {res[name]}")
     return res
 
@@ -273,6 +276,24 @@ def plot(results: dict, path) -> None:
     plt.close(fig)
 
 
+def save_pictures(pictures: dict[str, list[np.ndarray]], path: str) -> None:
+    """The first panoramas of every wide row (seeds 0, 1, 2), one labelled row per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(name, img) for name, imgs in pictures.items() for img in imgs]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 0.62 * len(rows) + 0.3), squeeze=False)
+    for ax, (name, img) in zip(axes[:, 0], rows):
+        ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    fig.tight_layout(pad=0.3)
+    atomic_savefig(fig, path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8, help="samples per cell")
@@ -291,6 +312,8 @@ def main(argv=None) -> int:
                     help="replace the strategy lists: task=spec;spec;... separated by '/', a spec "
                          "being name or name:key=value,... (e.g. "
                          "'wide=multidiffusion;regiongraph:corrector_steps=1')")
+    ap.add_argument("--pictures", default=None,
+                    help="PNG of the first three panoramas of every wide row")
     ap.add_argument("--model", default="scenes",
                     help="pipeline folder to measure (default: the shipped scenes model)")
     ap.add_argument("--stride", type=int, default=16,
@@ -330,6 +353,8 @@ def main(argv=None) -> int:
         atomic_write_json(a.json, {"n": n, "steps": steps, "results": results})
     if a.plot:
         plot(results, a.plot)
+    if a.pictures and WIDE_PICTURES:
+        save_pictures(WIDE_PICTURES, a.pictures)
     return 0
 
 

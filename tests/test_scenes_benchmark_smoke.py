@@ -41,3 +41,27 @@ def test_strategy_specs_parse_options_and_refuse_bad_ones():
         mod.parse_strategy("poe:corrector_steps")
     with pytest.raises(ValueError, match="takes no option"):
         mod.parse_strategy("poe:bogus=1")
+
+
+def test_wide_rows_do_not_depend_on_their_order_and_pictures_are_written(tmp_path):
+    """Each row's crop KID uses its own crop positions (a row's figure does not change when
+    other strategies run before it); --model takes a pipeline folder; --pictures writes a PNG."""
+    from PIL import Image
+
+    from syncsde.scenes.model import PIPELINE_DIR
+
+    mod = _module()
+    res = []
+    for order in ("multidiffusion;regiongraph", "regiongraph;multidiffusion"):
+        out = tmp_path / f"{len(res)}.json"
+        args = ["--n", "1", "--steps", "2", "--tasks", "wide", "--strategies", f"wide={order}",
+                "--model", str(PIPELINE_DIR), "--json", str(out)]
+        if not res:
+            args += ["--pictures", str(tmp_path / "wide.png")]
+        assert mod.main(args) == 0
+        rows = json.loads(out.read_text())["results"]["wide"]
+        res.append({k: {m: v for m, v in r.items() if m != "seconds_per_sample"}
+                    for k, r in rows.items()})
+    assert res[0] == res[1] and set(res[0]) == {"generator", "multidiffusion", "regiongraph"}
+    with Image.open(tmp_path / "wide.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 100
