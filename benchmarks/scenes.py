@@ -284,7 +284,7 @@ def save_pictures(pictures: dict[str, list[np.ndarray]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = [(name, img) for name, imgs in pictures.items() for img in imgs]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 0.62 * len(rows) + 0.3), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(6.8, 0.62 * len(rows) + 0.3), squeeze=False)
     for ax, (name, img) in zip(axes[:, 0], rows):
         ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
         ax.set_xticks([]), ax.set_yticks([])
