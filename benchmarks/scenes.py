@@ -47,6 +47,10 @@ AMBIGUOUS_PAIRS = [("a sunset over the sea with mountains", "a night over the sn
                    ("a day over the grass", "a night over the sea")]
 EDIT_SOURCE = "a sunset over the grass with hills and trees"
 EDITS = [("sunset", "night", "time"), ("grass", "snow", "ground")]
+# attention-mask threshold of the edit task: the authors' 0.3 (SD 1.4) covers the whole 32x32
+# image on the scenes model, whose cross-attention lives at 8x8 and 4x4; 0.5 gives the ground
+# for "grass" (docs/benchmarks.md) and 0.7 an empty mask
+EDIT_TAU = 0.5
 
 
 def count_suns(img: np.ndarray) -> int:
@@ -194,7 +198,7 @@ def edit(pipe, clf, n, steps, log):
             for sw, tw, attr in EDITS:
                 r = edit_image(pipe, src, EDIT_SOURCE, source_word=sw, target_word=tw,
                                strategy=strategy, num_inference_steps=steps, guidance_scale=3.0,
-                               seed=s, progress=False)
+                               seed=s, progress=False, tau=EDIT_TAU)
                 want = getattr(parse_prompt(replace_word(EDIT_SOURCE, sw, tw)), attr)
                 hit.append(predict_attributes(clf, r.tensors[:1])[0][attr] == want)
                 out = (1 - r.extras["mask"]).bool()
@@ -295,6 +299,7 @@ def save_pictures(pictures: dict[str, list[np.ndarray]], path: str) -> None:
 
 
 def main(argv=None) -> int:
+    global WIDE_STRIDE, EDIT_TAU
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8, help="samples per cell")
     ap.add_argument("--steps", type=int, default=20)
@@ -314,13 +319,16 @@ def main(argv=None) -> int:
                          "'wide=multidiffusion;regiongraph:corrector_steps=1')")
     ap.add_argument("--pictures", default=None,
                     help="PNG of the first three panoramas of every wide row")
+    ap.add_argument("--edit-tau", type=float, default=EDIT_TAU,
+                    help=f"attention-mask threshold of the edit task (default {EDIT_TAU})")
     ap.add_argument("--model", default="scenes",
                     help="pipeline folder to measure (default: the shipped scenes model)")
     ap.add_argument("--stride", type=int, default=16,
                     help="window stride of the wide task (pixels; windows are 32 wide)")
     a = ap.parse_args(argv)
-    global WIDE_STRIDE
-    WIDE_STRIDE = a.stride
+    WIDE_STRIDE, EDIT_TAU = a.stride, a.edit_tau
+    if not 0 < EDIT_TAU < 1:
+        raise SystemExit(f"--edit-tau must be in (0, 1), got {EDIT_TAU}")
     if a.strategies:
         lists = {"wide": WIDE_STRATEGIES, "ambiguous": AMBIGUOUS_STRATEGIES,
                  "edit": EDIT_STRATEGIES, "mask": MASK_STRATEGIES}
@@ -350,7 +358,8 @@ def main(argv=None) -> int:
             results[t] = fns[t](pipe, clf, n, steps, lambda s: print(s, flush=True))
     print_table(results)
     if a.json:
-        atomic_write_json(a.json, {"n": n, "steps": steps, "results": results})
+        atomic_write_json(a.json, {"n": n, "steps": steps, "stride": WIDE_STRIDE,
+                                   "edit_tau": EDIT_TAU, "results": results})
     if a.plot:
         plot(results, a.plot)
     if a.pictures and WIDE_PICTURES:

@@ -65,3 +65,9 @@ def test_wide_rows_do_not_depend_on_their_order_and_pictures_are_written(tmp_pat
     assert res[0] == res[1] and set(res[0]) == {"generator", "multidiffusion", "regiongraph"}
     with Image.open(tmp_path / "wide.png") as im:
         assert im.size[0] > 300 and im.size[1] > 100
+
+
+def test_edit_tau_is_checked():
+    mod = _module()
+    with pytest.raises(SystemExit, match="edit-tau"):
+        mod.main(["--n", "1", "--tasks", "edit", "--edit-tau", "1.5"])
