@@ -188,6 +188,9 @@ class RegionGraph(Strategy):
 
     @property
     def extra_inputs_per_step(self) -> int:
+        """Regions other than the windows with ``c_R != 0`` (one model input each per
+        composition, without CFG). Under CFG, ``guidance="regions"`` doubles them;
+        ``guidance="windows"`` runs them once and the windows once more (unconditional)."""
         return sum(len(o) for _, _, o in self._groups)
 
     def _compose(self, run, x, y, eps, info):
