@@ -51,6 +51,9 @@ EDITS = [("sunset", "night", "time"), ("grass", "snow", "ground")]
 # image on the scenes model, whose cross-attention lives at 8x8 and 4x4; 0.5 gives the ground
 # for "grass" (docs/benchmarks.md) and 0.7 an empty mask
 EDIT_TAU = 0.5
+# classifier-free guidance of every task (--guidance-scale); 1 samples the model's own law,
+# which is what the generator's statistics describe
+GUIDANCE_SCALE = 3.0
 
 
 def count_suns(img: np.ndarray) -> int:
@@ -143,8 +146,9 @@ def wide(pipe, clf, n, steps, log):
         t0 = time.perf_counter()
         imgs = []
         for s in range(n):
-            r = wide_image(pipe, WIDE_PROMPT, height=32, width=256, stride=WIDE_STRIDE, strategy=strategy,
-                           num_inference_steps=steps, guidance_scale=3.0, seed=s, progress=False)
+            r = wide_image(pipe, WIDE_PROMPT, height=32, width=256, stride=WIDE_STRIDE,
+                           strategy=strategy, num_inference_steps=steps,
+                           guidance_scale=GUIDANCE_SCALE, seed=s, progress=False)
             imgs.append(r.tensors[0].permute(1, 2, 0).numpy())
         dt = (time.perf_counter() - t0) / n
         # crop positions from their own seeded stream: a strategy's KID does not depend on
@@ -152,6 +156,8 @@ def wide(pipe, clf, n, steps, log):
         crop_rng = np.random.default_rng(1)
         f = clf.features(random_crops(imgs, max(1, 8 * len(gen) // n), crop_rng)).detach().numpy()
         res[name] = dict(stats(imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt)
+        # the generator's count is the truth: too few suns (averaged away) is as wrong as too many
+        res[name]["suns_error"] = abs(res[name]["suns"] - res["generator"]["suns"])
         WIDE_PICTURES[name] = imgs[:3]
         log(f"  wide {name:16s} {res[name]}")
     return res
@@ -169,7 +175,7 @@ def ambiguous(pipe, clf, n, steps, log):
         for s in range(n):
             pa, pb = AMBIGUOUS_PAIRS[s % len(AMBIGUOUS_PAIRS)]
             r = ambiguous_image(pipe, pa, pb, view="rot180", strategy=strategy,
-                                num_inference_steps=steps, guidance_scale=3.0, seed=s,
+                                num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE, seed=s,
                                 progress=False)
             preds = predict_attributes(clf, r.tensors[:2])
             for pr, p in zip(preds, (pa, pb)):
@@ -197,7 +203,7 @@ def edit(pipe, clf, n, steps, log):
                          scene_rng(201, s)).image
             for sw, tw, attr in EDITS:
                 r = edit_image(pipe, src, EDIT_SOURCE, source_word=sw, target_word=tw,
-                               strategy=strategy, num_inference_steps=steps, guidance_scale=3.0,
+                               strategy=strategy, num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE,
                                seed=s, progress=False, tau=EDIT_TAU)
                 want = getattr(parse_prompt(replace_word(EDIT_SOURCE, sw, tw)), attr)
                 hit.append(predict_attributes(clf, r.tensors[:1])[0][attr] == want)
@@ -228,7 +234,7 @@ def mask(pipe, clf, n, steps, log):
             m = np.zeros((32, 32), np.float32)
             m[r0:r1, c0:c1] = 1
             r = mask_generation(pipe, m, bg, obj, obj, height=32, width=32, strategy=strategy,
-                                num_inference_steps=steps, guidance_scale=3.0, seed=s,
+                                num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE, seed=s,
                                 progress=False, decode_all=True)
             answer, background = r.tensors[0], r.tensors[1]
             outside_only = answer.clone()
@@ -299,7 +305,7 @@ def save_pictures(pictures: dict[str, list[np.ndarray]], path: str) -> None:
 
 
 def main(argv=None) -> int:
-    global WIDE_STRIDE, EDIT_TAU
+    global WIDE_STRIDE, EDIT_TAU, GUIDANCE_SCALE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8, help="samples per cell")
     ap.add_argument("--steps", type=int, default=20)
@@ -325,8 +331,12 @@ def main(argv=None) -> int:
                     help="pipeline folder to measure (default: the shipped scenes model)")
     ap.add_argument("--stride", type=int, default=16,
                     help="window stride of the wide task (pixels; windows are 32 wide)")
+    ap.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE,
+                    help=f"classifier-free guidance of every task (default {GUIDANCE_SCALE})")
     a = ap.parse_args(argv)
-    WIDE_STRIDE, EDIT_TAU = a.stride, a.edit_tau
+    WIDE_STRIDE, EDIT_TAU, GUIDANCE_SCALE = a.stride, a.edit_tau, a.guidance_scale
+    if not GUIDANCE_SCALE >= 1.0:
+        raise SystemExit(f"--guidance-scale must be >= 1, got {GUIDANCE_SCALE}")
     if not 0 < EDIT_TAU < 1:
         raise SystemExit(f"--edit-tau must be in (0, 1), got {EDIT_TAU}")
     if a.strategies:
@@ -359,7 +369,8 @@ def main(argv=None) -> int:
     print_table(results)
     if a.json:
         atomic_write_json(a.json, {"n": n, "steps": steps, "stride": WIDE_STRIDE,
-                                   "edit_tau": EDIT_TAU, "results": results})
+                                   "edit_tau": EDIT_TAU, "guidance_scale": GUIDANCE_SCALE,
+                                   "results": results})
     if a.plot:
         plot(results, a.plot)
     if a.pictures and WIDE_PICTURES:

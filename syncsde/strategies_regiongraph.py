@@ -48,7 +48,7 @@ import torch
 from syncsde.strategies import STRATEGIES, Strategy
 from syncsde.views import WindowViews
 
-__all__ = ["Region", "region_graph", "RegionGraph", "step_generator"]
+__all__ = ["Region", "region_graph", "region_groups", "RegionGraph", "step_generator"]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -141,6 +141,23 @@ def region_graph(views: WindowViews) -> list[tuple[Region, int, int]]:
     return out
 
 
+def region_groups(views: WindowViews, graph=None, dtype=torch.float32, device=None):
+    """The non-window regions of ``region_graph(views)`` (or of ``graph``) batched by size:
+    ``[(region views, counting numbers c_R as a tensor, owner window of each)]``, one model
+    batch each."""
+    graph = region_graph(views) if graph is None else graph
+    groups: dict[tuple[int, int], list[tuple[Region, int, int]]] = {}
+    for r, c, owner in graph[views.num_views:]:
+        groups.setdefault((r.h, r.w), []).append((r, c, owner))
+    out = []
+    for (rh, rw), items in sorted(groups.items()):
+        offs = torch.tensor([(r.top, r.left) for r, _, _ in items], dtype=torch.int64)
+        sub = WindowViews(views.canvas_shape, (rh, rw), offs, views.circular)
+        coef = torch.tensor([float(c) for _, c, _ in items], dtype=dtype, device=device)
+        out.append((sub, coef, [o for _, _, o in items]))
+    return out
+
+
 class RegionGraph(Strategy):
     """``eps(X) = sum_R c_R P_R^T eps(P_R X)`` over the region graph of the windows (module
     docstring). Canvas init; every view then steps with the crop of the composed canvas eps,
@@ -173,18 +190,8 @@ class RegionGraph(Strategy):
                 f"seed={self.seed}, guidance={self.guidance!r})")
 
     def prepare(self, run):
-        views = run.views
-        graph = region_graph(views)
-        self.regions = graph
-        groups: dict[tuple[int, int], list[tuple[Region, int, int]]] = {}
-        for r, c, owner in graph[views.num_views:]:
-            groups.setdefault((r.h, r.w), []).append((r, c, owner))
-        self._groups = []
-        for (rh, rw), items in sorted(groups.items()):
-            offs = torch.tensor([(r.top, r.left) for r, _, _ in items], dtype=torch.int64)
-            sub = WindowViews(views.canvas_shape, (rh, rw), offs, views.circular)
-            coef = torch.tensor([float(c) for _, c, _ in items], dtype=run.dtype, device=run.device)
-            self._groups.append((sub, coef, [o for _, _, o in items]))
+        self.regions = region_graph(run.views)
+        self._groups = region_groups(run.views, self.regions, run.dtype, run.device)
 
     @property
     def extra_inputs_per_step(self) -> int:

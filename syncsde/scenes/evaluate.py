@@ -122,6 +122,7 @@ def crop_denoising_loss(pipe, widths=(8, 16, 24, 32), n: int = 64, seed: int = 1
     averaged over ``timesteps`` with fixed noise: how well the model knows the marginal law of
     the regions (window overlaps) that the region graph and sequential windows evaluate. Scenes
     come from generator stream ``seed`` (training uses streams 0-3), with their prompts."""
+    from syncsde.scenes.composed_loss import encode_prompts
     from syncsde.scenes.train import diffusion_batch
 
     abar = pipe.scheduler.alphas_cumprod.float()
@@ -131,9 +132,7 @@ def crop_denoising_loss(pipe, widths=(8, 16, 24, 32), n: int = 64, seed: int = 1
         for start in range(0, n, batch):
             m = min(batch, n - start)
             x0, prompts = diffusion_batch(seed, start, m, p_uncond=0.0, width=int(w))
-            emb = pipe.text_encoder(pipe.tokenizer(prompts, padding="max_length", truncation=True,
-                                                   max_length=pipe.tokenizer.model_max_length,
-                                                   return_tensors="pt").input_ids)[0]
+            emb = encode_prompts(pipe, prompts)
             for t in timesteps:
                 g = torch.Generator().manual_seed(int(seed) * 1009 + int(t) * 31 + start)
                 noise = torch.randn(x0.shape, generator=g)
