@@ -164,6 +164,15 @@ class RegionGraph(Strategy):
     so views stay consistent. Extra model inputs per step: the non-window regions with
     ``c_R != 0``, batched by region size.
 
+    ``mix = beta`` in [0, 1) shrinks the composed (conditional) eps toward the windows' average,
+
+        eps = A[eps_W] + beta (sum_R c_R P_R^T eps_R - A[eps_W])                          (3)
+
+    (beta = 1: the region graph; beta = 0: MultiDiffusion's average at the region graph's cost).
+    With a learned model the region graph's sum of ``N + #regions`` model errors has a larger
+    variance than the average's; on the scenes model the least-squares beta of the composed
+    denoising loss on true panoramas is 0.2-0.3 at every t (syncsde/scenes/composed_loss.py).
+
     ``corrector_steps = K > 0`` adds K unadjusted Langevin moves on the canvas with the composed
     score before each step, ``X <- X - h eps(X) / sqrt(1 - abar_t) + sqrt(2 h) z`` with
     ``h = snr (1 - abar_t)`` (noise from a generator seeded with ``(seed, step)``): annealed MCMC on the
@@ -175,7 +184,7 @@ class RegionGraph(Strategy):
     init = "canvas"
 
     def __init__(self, corrector_steps: int = 0, snr: float = 0.5, seed: int = 0,
-                 guidance: str = "windows"):
+                 guidance: str = "windows", mix: float = 1.0):
         if not (isinstance(corrector_steps, int) and corrector_steps >= 0):
             raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
         if not (isinstance(snr, (int, float)) and 0 < snr < float("inf")):
@@ -183,11 +192,13 @@ class RegionGraph(Strategy):
         if guidance not in ("windows", "regions"):
             raise ValueError(f"guidance must be 'windows' or 'regions', got {guidance!r}")
         self.corrector_steps, self.snr, self.seed = corrector_steps, float(snr), int(seed)
-        self.guidance = guidance
+        if not (isinstance(mix, (int, float)) and 0.0 <= mix <= 1.0):
+            raise ValueError(f"mix must be a number in [0, 1], got {mix!r}")
+        self.guidance, self.mix = guidance, float(mix)
 
     def __repr__(self) -> str:
         return (f"RegionGraph(corrector_steps={self.corrector_steps}, snr={self.snr}, "
-                f"seed={self.seed}, guidance={self.guidance!r})")
+                f"seed={self.seed}, guidance={self.guidance!r}, mix={self.mix})")
 
     def prepare(self, run):
         self.regions = region_graph(run.views)
@@ -222,6 +233,9 @@ class RegionGraph(Strategy):
                 es = run.predict_eps(xs, info.t, info.abar_t, cond, neg)
             es = es * coef.reshape((-1,) + (1,) * (es.dim() - 1))
             eps_canvas += sub.adjoint(es)
+        if self.mix != 1.0:   # (3): shrink toward the windows' average
+            average = run.views.average(eps_c if split else eps)
+            eps_canvas = average + self.mix * (eps_canvas - average)
         if split:   # (2): the guidance term averaged over windows, never negatively weighted
             eps_canvas += (w - 1.0) * run.views.average(eps_c - eps_u)
         return eps_canvas

@@ -288,3 +288,31 @@ def test_corrected_runs_resume_from_a_checkpoint_bit_identically(strategy, tmp_p
         sample(prob, den, strategy, sched, checkpoint=ck, callback=stop_at_3, **kw)
     resumed = sample(prob, den, strategy, sched, checkpoint=ck, **kw)
     torch.testing.assert_close(resumed.output, full.output, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 2.5])
+def test_mix_shrinks_the_composed_eps_toward_the_window_average(guidance_scale):
+    """eq. (3): with ``mix = beta`` one DDIM step's canvas is the affine combination
+    ``(1 - beta) canvas(beta=0) + beta canvas(beta=1)`` (the step is affine in eps), and beta = 0
+    is MultiDiffusion's average (same canvas as the multidiffusion strategy)."""
+    abar = SamplingSchedule.preset("sd", 10).abar
+    sched = SamplingSchedule(abar, [500], final_abar=float(abar[200]))
+    prob = wide_problem((1, 8, 10), window=(4, 6), stride=(2, 2), cond="f")
+    prob.negative = ["u"] * prob.views.num_views
+    laws = {"f": {"kernel": "matern", "nu": 1.5, "lengthscale": 2.0, "mean": 0.2},
+            "u": {"kernel": "se", "lengthscale": 1.0, "mean": -0.3}}
+    den = FieldDenoiser(laws, abar)
+    prob.initial_canvas = torch.randn(1, 8, 10, generator=torch.Generator().manual_seed(2),
+                                      dtype=F64)
+
+    def run(strategy):
+        return sample(prob, den, strategy, sched, seed=0, dtype=F64, progress=False,
+                      guidance_scale=guidance_scale).canvas
+
+    full, none, part = (run(make_strategy("regiongraph", mix=b)) for b in (1.0, 0.0, 0.3))
+    torch.testing.assert_close(part, 0.7 * none + 0.3 * full, rtol=0, atol=1e-10)
+    torch.testing.assert_close(none, run("multidiffusion"), rtol=0, atol=1e-10)
+    assert (full - none).abs().max() > 1e-3   # the two ends differ on this grid
+    for bad in (-0.1, 1.5, "half"):
+        with pytest.raises(ValueError, match="mix must be"):
+            make_strategy("regiongraph", mix=bad)
