@@ -119,6 +119,7 @@ def random_crops(imgs: list[np.ndarray], per: int, rng) -> torch.Tensor:
 
 WIDE_STRIDE = 16
 WIDE_PICTURES: dict[str, list[np.ndarray]] = {}  # label -> the first panoramas (for --pictures)
+WIDE_PER_SAMPLE: dict[str, dict[str, list[float]]] = {}  # label -> figure -> value per seed
 
 
 def wide(pipe, clf, n, steps, log):
@@ -134,12 +135,20 @@ def wide(pipe, clf, n, steps, log):
     f_gen = clf.features(random_crops(gen, 8, rng)).detach().numpy()
     f_gen2 = clf.features(random_crops(gen, 8, rng)).detach().numpy()
 
-    def stats(imgs):
-        return {"suns": float(np.mean([count_suns(i) for i in imgs])),
-                "horizon_spread": float(np.mean([horizon_spread(i) for i in imgs])),
-                "hue_intersection": float(np.mean([hue_intersection(i) for i in imgs]))}
+    def stats(label, imgs):
+        """Mean and standard error of each per-panorama figure; the values themselves are kept
+        (per seed, so strategies can be compared pairwise) in WIDE_PER_SAMPLE."""
+        out = {}
+        for key, fn in (("suns", count_suns), ("horizon_spread", horizon_spread),
+                        ("hue_intersection", hue_intersection)):
+            v = np.array([float(fn(i)) for i in imgs])
+            WIDE_PER_SAMPLE.setdefault(label, {})[key] = v.tolist()
+            out[key] = float(v.mean())
+            if len(v) > 1:
+                out[key + "_se"] = float(v.std(ddof=1) / np.sqrt(len(v)))
+        return out
 
-    res = {"generator": dict(stats(gen), kid=mmd2_biased(f_gen2, f_gen),
+    res = {"generator": dict(stats("generator", gen), kid=mmd2_biased(f_gen2, f_gen),
                              seconds_per_sample=0.0)}
     WIDE_PICTURES["generator"] = gen[:3]
     for name, strategy in map(parse_strategy, WIDE_STRATEGIES):
@@ -155,7 +164,7 @@ def wide(pipe, clf, n, steps, log):
         # which strategies ran before it
         crop_rng = np.random.default_rng(1)
         f = clf.features(random_crops(imgs, max(1, 8 * len(gen) // n), crop_rng)).detach().numpy()
-        res[name] = dict(stats(imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt)
+        res[name] = dict(stats(name, imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt)
         # the generator's count is the truth: too few suns (averaged away) is as wrong as too many
         res[name]["suns_error"] = abs(res[name]["suns"] - res["generator"]["suns"])
         WIDE_PICTURES[name] = imgs[:3]
@@ -370,7 +379,7 @@ def main(argv=None) -> int:
     if a.json:
         atomic_write_json(a.json, {"n": n, "steps": steps, "stride": WIDE_STRIDE,
                                    "edit_tau": EDIT_TAU, "guidance_scale": GUIDANCE_SCALE,
-                                   "results": results})
+                                   "results": results, "wide_per_sample": WIDE_PER_SAMPLE})
     if a.plot:
         plot(results, a.plot)
     if a.pictures and WIDE_PICTURES:

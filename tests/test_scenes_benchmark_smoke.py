@@ -71,3 +71,25 @@ def test_edit_tau_is_checked():
     mod = _module()
     with pytest.raises(SystemExit, match="edit-tau"):
         mod.main(["--n", "1", "--tasks", "edit", "--edit-tau", "1.5"])
+
+
+def test_wide_rows_carry_standard_errors_per_seed_values_and_the_guidance_scale(tmp_path):
+    import numpy as np
+
+    mod = _module()
+    out = tmp_path / "g.json"
+    assert mod.main(["--n", "2", "--steps", "2", "--tasks", "wide", "--guidance-scale", "1.5",
+                     "--strategies", "wide=multidiffusion", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["guidance_scale"] == 1.5
+    rows, per = doc["results"]["wide"], doc["wide_per_sample"]
+    assert len(per["multidiffusion"]["suns"]) == 2 and len(per["generator"]["suns"]) == 8
+    for label, row in rows.items():
+        for key in ("suns", "horizon_spread", "hue_intersection"):
+            v = np.array(per[label][key])
+            assert row[key] == pytest.approx(v.mean())
+            assert row[key + "_se"] == pytest.approx(v.std(ddof=1) / np.sqrt(len(v)))
+    md = rows["multidiffusion"]
+    assert md["suns_error"] == pytest.approx(abs(md["suns"] - rows["generator"]["suns"]))
+    with pytest.raises(SystemExit, match="guidance-scale"):
+        mod.main(["--n", "1", "--tasks", "wide", "--guidance-scale", "0.5"])
