@@ -12,6 +12,9 @@ Per task and strategy (seconds per sample beside every row):
   against the generator's count (Poisson law: 0.7 per 32 columns); horizon spread (std over
   columns of the per-column horizon row estimate); HSV hue-histogram intersection between the
   non-overlapping 32-column crops (SyncVC's colour consistency; 1 = identical colours);
+  and against the model's own window law (plain 32x32 samples of the prompt at the same
+  guidance, row ``model windows``): ``kid_windows`` of the same crops and ``crop_suns``, suns
+  per 32x32 crop (the strategy's error with the model's own error taken out);
 - ambiguous (identity + rot180): the classifier's accuracy on the attributes of both readings;
 - edit (sunset -> night, grass -> snow on generator images): the target attribute read by the
   classifier, and the mean absolute change outside the edit mask (background preservation);
@@ -124,7 +127,7 @@ WIDE_PER_SAMPLE: dict[str, dict[str, list[float]]] = {}  # label -> figure -> va
 
 def wide(pipe, clf, n, steps, log):
     from syncsde.pipelines import wide_image
-    from syncsde.scenes.evaluate import mmd2_biased
+    from syncsde.scenes.evaluate import mmd2_biased, sample_images
     from syncsde.scenes.generator import render, scene_rng
     from syncsde.scenes.vocab import parse_prompt
 
@@ -150,6 +153,23 @@ def wide(pipe, clf, n, steps, log):
 
     res = {"generator": dict(stats("generator", gen), kid=mmd2_biased(f_gen2, f_gen),
                              seconds_per_sample=0.0)}
+    # the model's own window law: plain 32x32 samples of the prompt at the same guidance, two
+    # sets (the second gives the KID floor). A synchronization whose every window had exactly
+    # the model's law would reach that floor: these figures separate the strategy's error from
+    # the model's (docs/benchmarks.md, "Window-law reference")
+    m = 8 * len(gen)
+    wins = [sample_images(pipe, [WIDE_PROMPT] * m, seed=k, steps=steps,
+                          guidance_scale=GUIDANCE_SCALE) for k in (7, 8)]
+    f_win, f_win2 = (clf.features(w).detach().numpy() for w in wins)
+
+    def crop_suns(crops: torch.Tensor) -> float:
+        return float(np.mean([count_suns(c) for c in crops.permute(0, 2, 3, 1).numpy()]))
+
+    gen_crops = random_crops(gen, 8, np.random.default_rng(0))   # the crops of f_gen
+    res["generator"].update(kid_windows=mmd2_biased(f_gen, f_win),
+                            crop_suns=crop_suns(gen_crops))
+    res["model windows"] = {"kid": mmd2_biased(f_win, f_gen), "kid_windows": mmd2_biased(f_win2, f_win),
+                            "crop_suns": crop_suns(wins[0]), "seconds_per_sample": 0.0}
     WIDE_PICTURES["generator"] = gen[:3]
     for name, strategy in map(parse_strategy, WIDE_STRATEGIES):
         t0 = time.perf_counter()
@@ -163,8 +183,10 @@ def wide(pipe, clf, n, steps, log):
         # crop positions from their own seeded stream: a strategy's KID does not depend on
         # which strategies ran before it
         crop_rng = np.random.default_rng(1)
-        f = clf.features(random_crops(imgs, max(1, 8 * len(gen) // n), crop_rng)).detach().numpy()
-        res[name] = dict(stats(name, imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt)
+        crops = random_crops(imgs, max(1, 8 * len(gen) // n), crop_rng)
+        f = clf.features(crops).detach().numpy()
+        res[name] = dict(stats(name, imgs), kid=mmd2_biased(f, f_gen), seconds_per_sample=dt,
+                         kid_windows=mmd2_biased(f, f_win), crop_suns=crop_suns(crops))
         # the generator's count is the truth: too few suns (averaged away) is as wrong as too many
         res[name]["suns_error"] = abs(res[name]["suns"] - res["generator"]["suns"])
         WIDE_PICTURES[name] = imgs[:3]
@@ -287,7 +309,8 @@ def plot(results: dict, path) -> None:
         names = list(results[task])
         vals = [results[task][n].get(key, np.nan) for n in names]
         ax.bar(range(len(names)), vals,
-               color=["#999999" if n == "generator" else "#3b75af" for n in names])
+               color=["#999999" if n in ("generator", "model windows") else "#3b75af"
+                      for n in names])
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
         ax.set_title(title, fontsize=8)
     fig.tight_layout()

@@ -62,7 +62,8 @@ def test_wide_rows_do_not_depend_on_their_order_and_pictures_are_written(tmp_pat
         rows = json.loads(out.read_text())["results"]["wide"]
         res.append({k: {m: v for m, v in r.items() if m != "seconds_per_sample"}
                     for k, r in rows.items()})
-    assert res[0] == res[1] and set(res[0]) == {"generator", "multidiffusion", "regiongraph"}
+    assert res[0] == res[1]
+    assert set(res[0]) == {"generator", "model windows", "multidiffusion", "regiongraph"}
     with Image.open(tmp_path / "wide.png") as im:
         assert im.size[0] > 300 and im.size[1] > 100
 
@@ -84,11 +85,18 @@ def test_wide_rows_carry_standard_errors_per_seed_values_and_the_guidance_scale(
     assert doc["guidance_scale"] == 1.5
     rows, per = doc["results"]["wide"], doc["wide_per_sample"]
     assert len(per["multidiffusion"]["suns"]) == 2 and len(per["generator"]["suns"]) == 8
-    for label, row in rows.items():
+    assert set(per) == {"generator", "multidiffusion"}
+    for label in per:
+        row = rows[label]
         for key in ("suns", "horizon_spread", "hue_intersection"):
             v = np.array(per[label][key])
             assert row[key] == pytest.approx(v.mean())
             assert row[key + "_se"] == pytest.approx(v.std(ddof=1) / np.sqrt(len(v)))
+    # the window-law reference: the model's plain 32x32 samples, their KID floor and suns
+    ref = rows["model windows"]
+    assert ref["kid_windows"] >= 0 and ref["crop_suns"] >= 0
+    for label in ("generator", "multidiffusion"):
+        assert rows[label]["kid_windows"] >= 0 and rows[label]["crop_suns"] >= 0
     md = rows["multidiffusion"]
     assert md["suns_error"] == pytest.approx(abs(md["suns"] - rows["generator"]["suns"]))
     with pytest.raises(SystemExit, match="guidance-scale"):
