@@ -143,6 +143,17 @@ class DiffusersSolver:
         prev = int(sch.previous_timestep(t))
         return float(self._abar[prev]) if prev >= 0 else 1.0
 
+    def eps_eta(self, info) -> float:
+        """The DDIM eta whose eps coefficient this scheduler's step has: 1 for the ancestral
+        steps (DDPM with its default posterior variance and Euler-ancestral are DDIM at eta = 1
+        for an eps model), ``info.eta`` otherwise. SyncSDE caps its pull with it: the pull it
+        adds to eps is moved by the solver's eps coefficient, not DDIM's at eta = 0."""
+        if self.name == "EulerAncestralDiscreteScheduler" or (
+                self.name == "DDPMScheduler"
+                and self.scheduler.config.variance_type in ("fixed_small", "fixed_small_log")):
+            return 1.0
+        return info.eta
+
     def steps(self, eta: float = 0.0) -> list:
         from syncsde.strategies import StepInfo
 

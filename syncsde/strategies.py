@@ -115,17 +115,20 @@ class SyncSDE(Strategy):
         m = self._corr.masks(run.views, like)
         self._masks = m.reshape((m.shape[0],) + (1,) * (run.batch_dims + 1) + tuple(m.shape[-2:]))
 
-    def inv_lambda_at(self, info: StepInfo) -> float:
+    def inv_lambda_at(self, info: StepInfo, eta: float | None = None) -> float:
+        """1/lambda at this step, capped so that the pull is at most ``max_pull * c_x``; ``eta``:
+        the DDIM eta whose eps coefficient the solver's step has (default ``info.eta``)."""
         inv = self._schedule(info.t)
         if self.max_pull is not None and inv > 0:
-            c = ops.ddim_coefficients(info.abar_t, info.abar_s, info.eta)
+            c = ops.ddim_coefficients(info.abar_t, info.abar_s, info.eta if eta is None else eta)
             if c.gamma * inv > self.max_pull * c.c_x:
                 inv = self.max_pull * c.c_x / c.gamma
         return inv
 
     def step(self, run, y, eps, info, noise):
         ref = self._corr.references(y, run.views)
-        inv = self.inv_lambda_at(info)
+        eps_eta = getattr(run.solver, "eps_eta", None)
+        inv = self.inv_lambda_at(info, eps_eta(info) if eps_eta is not None else None)
         if run.solver.fused_syncsde:
             return ops.syncsde_step(y, eps, ref, self._masks, info.abar_t, info.abar_s, inv,
                                     info.eta, noise, out=y)

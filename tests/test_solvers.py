@@ -233,3 +233,31 @@ def test_lcm_few_step_models(sd, tmp_path):
     assert float((a - b).abs().max()) > 1e-3  # the embedded guidance reaches the UNet
     den = denoiser_from_pipeline(lcm)
     assert den.guidance_plan(6.0, True, None) == 1.0  # no CFG branch for such UNets
+
+
+def test_ancestral_solvers_report_the_eps_coefficient_of_ddim_at_eta_one():
+    from syncsde.strategies import StepInfo
+
+    info = StepInfo(0, 500, 400, 0.3, 0.4, 0.0, [500, 400])
+    etas = {name: DiffusersSolver(make(), 10).eps_eta(info) for name, make in SCHEDULERS.items()}
+    assert etas == {"ddpm": 1.0, "ddim_clip": 0.0, "euler": 0.0, "euler_a": 1.0, "dpmpp_2m": 0.0}
+    large = diffusers.DDPMScheduler(**SD_BETAS, variance_type="fixed_large")
+    assert DiffusersSolver(large, 10).eps_eta(info) == 0.0   # not DDIM at any eta: no claim
+
+
+def test_syncsde_pull_under_ddpm_is_capped_like_the_fused_kernel_at_eta_one():
+    """The pull SyncSDE adds to eps is moved by the solver's eps coefficient; under DDPM it is
+    capped with DDIM's at eta = 1. Before, the cap used eta = 0 and the motion task at 10 steps
+    diverged (W2 9257 against 98 for the fused C kernel at eta = 1, docs/benchmarks.md)."""
+    from syncsde.benchmark import STRATEGIES, TASKS, _sd_schedule, frechet_to_law, make_solver
+
+    base = _sd_schedule(10)
+    task = TASKS["motion"](base)
+    name, opts = STRATEGIES["syncsde"]
+    w2 = {}
+    for label, solver, eta in (("fused", base, 1.0), ("ddpm", make_solver("ddpm", 10), 0.0)):
+        r = sample(task.problem, task.denoiser, name, solver, seed=0, batch=1000, eta=eta,
+                   guidance_scale=task.guidance, dtype=torch.float64, progress=False, **opts)
+        w2[label] = frechet_to_law(r.output.reshape(len(r.output), -1), task.target.mean_vector,
+                                   task.target.covariance)
+    assert w2["ddpm"] < 1.5 * w2["fused"], w2
