@@ -117,6 +117,8 @@ class DiffusersSolver:
         self.name = cls_name
         self.space = SUPPORTED_SCHEDULERS[cls_name]
         self.stateful = cls_name == "DPMSolverMultistepScheduler" or self.space == "sigma"
+        # keeps past eps and extrapolates from them (SyncSDE pulls the state, not the eps)
+        self.multistep = cls_name == "DPMSolverMultistepScheduler"
         self.scheduler.set_timesteps(int(num_steps))
         self.timesteps = self.scheduler.timesteps.tolist()
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)

@@ -132,6 +132,14 @@ class SyncSDE(Strategy):
         if run.solver.fused_syncsde:
             return ops.syncsde_step(y, eps, ref, self._masks, info.abar_t, info.abar_s, inv,
                                     info.eta, noise, out=y)
+        if getattr(run.solver, "multistep", False) and inv > 0:
+            # a multistep solver keeps the eps it is handed in its history and extrapolates
+            # from it at later steps: the pull goes on the state after the step instead, as
+            # the update of seed 000 writes it, - gamma_t inv_lambda(t) M_i (y_i - Xtilde_i)
+            gamma = ops.ddim_coefficients(info.abar_t, info.abar_s, info.eta).gamma
+            pull = (y - ref) * self._masks * (gamma * inv)
+            y = run.solver.step(y, eps, info, noise, out=y)
+            return y.sub_(pull)
         # any other solver: the correlation term as the conditional score it is,
         # eps_i + inv_lambda(t) M_i (y_i - Xtilde_i) / sqrt(1 - abar_t) (docs/method.md)
         if inv > 0 and info.abar_t < 1.0:
