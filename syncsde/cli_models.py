@@ -146,6 +146,22 @@ def _save_result(res, stem: Path, names: list[str]) -> list[str]:
     return files
 
 
+def _vae_tiling_options(p) -> None:
+    """``--vae-tiling`` / ``--vae-tile`` / ``--vae-tile-overlap`` of the canvas tasks."""
+    p.add_argument("--vae-tiling", choices=("auto", "on", "off"), default=None,
+                   help="decode the canvas in blended tiles: auto (when it is larger than the "
+                        "model's size), on, off (default: the VAE's own decode)")
+    p.add_argument("--vae-tile", type=positive_int, default=None,
+                   help="tile size in latent pixels (default: the model's sample size)")
+    p.add_argument("--vae-tile-overlap", type=non_negative_int, default=None,
+                   help="tile overlap in latent pixels (default: a quarter of the tile)")
+
+
+def _vae_tiling(args) -> dict:
+    mode = {"auto": "auto", "on": True, "off": False, None: None}[args.vae_tiling]
+    return dict(vae_tiling=mode, vae_tile=args.vae_tile, vae_tile_overlap=args.vae_tile_overlap)
+
+
 # ---- handlers -----------------------------------------------------------------------------
 def _run_wide(args) -> list[str]:
     from syncsde.pipelines import wide_image
@@ -157,7 +173,8 @@ def _run_wide(args) -> list[str]:
                      circular=args.circular, strategy=args.strategy, inv_lambda=args.inv_lambda,
                      num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                      progress=not args.no_progress, max_batch=args.max_batch, init=args.init,
-                     decode_windows=args.decode_windows, authors_compat=args.authors_compat)
+                     decode_windows=args.decode_windows, authors_compat=args.authors_compat,
+                     **_vae_tiling(args))
     stem = _stem(args, "wide")
     files = _save_result(res, stem, [""])
     for i, img in enumerate(res.extras.get("window_images", [])):
@@ -187,7 +204,7 @@ def _run_mask(args) -> list[str]:
                           inv_lambda=args.inv_lambda, num_inference_steps=args.steps,
                           guidance_scale=args.guidance, seed=args.seed,
                           progress=not args.no_progress, decode_all=args.decode_all,
-                          authors_compat=args.authors_compat)
+                          authors_compat=args.authors_compat, **_vae_tiling(args))
     return _save_result(res, _stem(args, "mask"), ["", "_background", "_object"])
 
 
@@ -399,6 +416,7 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--decode-windows", action="store_true",
                    help="also save every window's own image")
     p.add_argument("--max-batch", type=positive_int, default=None, help="views per model call")
+    _vae_tiling_options(p)
     p.set_defaults(func=_print_files(_run_wide))
     parsers["wide"] = p
 
@@ -416,6 +434,7 @@ def add_model_commands(subparsers) -> dict[str, argparse.ArgumentParser]:
     p.add_argument("--width", type=positive_int, default=None,
                    help="pixels (default: the model's native size)")
     p.add_argument("--decode-all", action="store_true", help="also save the background and object")
+    _vae_tiling_options(p)
     p.set_defaults(func=_print_files(_run_mask))
     parsers["mask"] = p
 

@@ -488,6 +488,36 @@ def test_cli_wide_writes_png_with_settings(sd, tmp_path):
     assert meta["num_inference_steps"] == 2 and im.text["seed"] == "0"
 
 
+def test_cli_wide_vae_tiling_flags_reach_the_decoder(sd, tmp_path):
+    """--vae-tiling on decodes in tiles (what wide_image(vae_tiling=True) gives, recorded in the
+    PNG), --vae-tile-overlap >= --vae-tile is refused with the library's message."""
+    from PIL import Image
+
+    from syncsde.pipelines import wide_image
+
+    sd.save_pretrained(tmp_path / "model")
+    base = ["wide", "--model", str(tmp_path / "model"), "--prompt", PROMPT, "--height", "32",
+            "--width", "64", "--steps", "2", "--device", "cpu", "--local-files-only",
+            "--no-progress"]
+    args = _parser().parse_args(base + ["--out", str(tmp_path / "on"), "--vae-tiling", "on",
+                                        "--vae-tile", "4", "--vae-tile-overlap", "1"])
+    files = args.func(args)
+    with Image.open(files[0]) as im:
+        meta = json.loads(im.text["syncsde"])
+        got = np.asarray(im)
+    assert meta["vae_tiling"] is True
+    want = wide_image(sd, PROMPT, height=32, width=64, num_inference_steps=2, seed=0,
+                      progress=False, vae_tiling=True, vae_tile=4, vae_tile_overlap=1).images[0]
+    plain = wide_image(sd, PROMPT, height=32, width=64, num_inference_steps=2, seed=0,
+                       progress=False).images[0]
+    assert np.array_equal(got, np.asarray(want))
+    assert not np.array_equal(np.asarray(want), np.asarray(plain))   # tiling changed the decode
+    bad = _parser().parse_args(base + ["--out", str(tmp_path / "bad"), "--vae-tiling", "on",
+                                       "--vae-tile", "4", "--vae-tile-overlap", "4"])
+    with pytest.raises(ValueError, match="vae_tile_overlap"):
+        bad.func(bad)
+
+
 def test_cli_motion_writes_features_and_gif(tmp_path):
     mean, std = tmp_path / "mean.npy", tmp_path / "std.npy"
     np.save(mean, np.zeros(263, np.float32))
