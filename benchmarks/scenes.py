@@ -292,6 +292,36 @@ def print_table(results: dict) -> None:
             print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" if c in r else "-" for c in cols) + " |")
 
 
+def wide_table(doc: dict, baseline: str = "multidiffusion") -> str:
+    """The wide rows of a saved run as markdown: each per-panorama figure with its standard
+    error, and its paired difference (same seeds) from ``baseline`` with the difference's
+    standard error, so that a gap can be read against its noise."""
+    rows, per = doc["results"]["wide"], doc.get("wide_per_sample", {})
+    figs = ("suns", "horizon_spread", "hue_intersection")
+    head = ("| strategy | crop KID | KID vs model windows | suns / panorama | suns per crop | "
+            "horizon spread | hue intersection | s / sample |")
+    lines = [head, "|---|" + "---|" * 7]
+    for name, r in rows.items():
+        cells = [f"{r['kid']:.1f}" if "kid" in r else "-",
+                 f"{r['kid_windows']:.1f}" if "kid_windows" in r else "-"]
+        for key in figs[:1] + ("crop_suns",) + figs[1:]:
+            if key not in r:
+                cells.append("-")
+                continue
+            cell = f"{r[key]:.2f}" if key != "hue_intersection" else f"{r[key]:.3f}"
+            if key + "_se" in r:
+                cell += f" ± {r[key + '_se']:.2f}" if key != "hue_intersection" else \
+                    f" ± {r[key + '_se']:.3f}"
+            if key in figs and name not in (baseline, "generator") and baseline in per \
+                    and name in per and len(per[name][key]) == len(per[baseline][key]) > 1:
+                d = np.array(per[name][key]) - np.array(per[baseline][key])
+                cell += f" ({d.mean():+.3f} ± {d.std(ddof=1) / np.sqrt(len(d)):.3f})"
+            cells.append(cell)
+        cells.append(f"{r['seconds_per_sample']:.1f}" if r.get("seconds_per_sample") else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, path) -> None:
     import matplotlib
 
@@ -363,9 +393,21 @@ def main(argv=None) -> int:
                     help="pipeline folder to measure (default: the shipped scenes model)")
     ap.add_argument("--stride", type=int, default=16,
                     help="window stride of the wide task (pixels; windows are 32 wide)")
+    ap.add_argument("--table-from", default=None,
+                    help="instead: print the wide table of a saved --json run, with standard "
+                         "errors and paired differences from --baseline (no sampling)")
+    ap.add_argument("--baseline", default="multidiffusion", help="row of the paired differences")
     ap.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE,
                     help=f"classifier-free guidance of every task (default {GUIDANCE_SCALE})")
     a = ap.parse_args(argv)
+    if a.table_from:
+        doc = json.loads(Path(a.table_from).read_text())
+        if "wide" not in doc.get("results", {}):
+            raise SystemExit(f"{a.table_from} has no wide rows")
+        print(f"n = {doc['n']}, guidance {doc.get('guidance_scale', 3.0)}, stride "
+              f"{doc.get('stride', 16)}; in brackets: paired difference from {a.baseline}\n")
+        print(wide_table(doc, a.baseline))
+        return 0
     WIDE_STRIDE, EDIT_TAU, GUIDANCE_SCALE = a.stride, a.edit_tau, a.guidance_scale
     if not GUIDANCE_SCALE >= 1.0:
         raise SystemExit(f"--guidance-scale must be >= 1, got {GUIDANCE_SCALE}")

@@ -101,3 +101,22 @@ def test_wide_rows_carry_standard_errors_per_seed_values_and_the_guidance_scale(
     assert md["suns_error"] == pytest.approx(abs(md["suns"] - rows["generator"]["suns"]))
     with pytest.raises(SystemExit, match="guidance-scale"):
         mod.main(["--n", "1", "--tasks", "wide", "--guidance-scale", "0.5"])
+
+
+def test_wide_table_gives_paired_differences_from_the_baseline(tmp_path, capsys):
+    mod = _module()
+    per = {"multidiffusion": {"suns": [4, 2, 3], "horizon_spread": [3.0, 2.0, 2.5],
+                              "hue_intersection": [0.8, 0.9, 0.85]},
+           "regiongraph": {"suns": [5, 4, 3], "horizon_spread": [2.0, 2.0, 2.0],
+                           "hue_intersection": [0.8, 0.9, 0.9]}}
+    rows = {k: {"kid": 10.0, "kid_windows": 1.0, "crop_suns": 0.5, "seconds_per_sample": 1.0,
+                **{f: float(sum(v) / 3) for f, v in per[k].items()}} for k in per}
+    doc = {"n": 3, "results": {"wide": rows}, "wide_per_sample": per}
+    table = mod.wide_table(doc)
+    # regiongraph - multidiffusion, suns: (1, 2, 0): mean +1.000, SE 1/sqrt(3) = 0.577
+    assert "4.00 (+1.000 ± 0.577)" in table
+    assert "(-0.500 ± 0.289)" in table   # horizon: (-1, 0, -0.5)
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    assert mod.main(["--table-from", str(path)]) == 0
+    assert "(+1.000 ± 0.577)" in capsys.readouterr().out
