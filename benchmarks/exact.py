@@ -32,7 +32,7 @@ import torch
 from syncsde.benchmark import (SOLVERS, STRATEGIES, TASKS, print_table, run_solver_table, run_task,
                                solver_table)
 from syncsde.benchmark_families import (FAMILIES, build_cases, family_summary, gaussian_table,
-                                        mixture_table, run_case)
+                                        mixture_table, ratio, run_case)
 from syncsde.sampler import SamplingSchedule
 from syncsde.schedules import ConstantInvLambda
 from syncsde.atomic import atomic_write_json
@@ -65,6 +65,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--poe-snr", default=None,
                     help="with --families: instead of the family strategies, SyncSDE and poe with "
                          "one corrector at each of these snr (comma list), e.g. 0.1,0.3,1.0")
+    ap.add_argument("--regiongraph-mix", default=None,
+                    help="with --families: instead of the family strategies, MultiDiffusion, the "
+                         "region graph and regiongraph with each of these mix (comma list), e.g. "
+                         "0.25,0.5 (docs/composition.md, eq. (3))")
     ap.add_argument("--scheduler", default=None,
                     help=f"instead: one row per solver ({','.join(SOLVERS)}) and step count "
                          "(--steps-list) for these tasks, the strategy of --solver-strategy and the oracle")
@@ -159,6 +163,10 @@ def exact_modes(args) -> dict:
             strategies = {"syncsde": ("syncsde", {"inv_lambda": 5.0})}
             strategies.update({f"poe K1 snr {v}": ("poe", {"corrector_steps": 1, "snr": float(v)})
                                for v in args.poe_snr.split(",") if v})
+        if args.regiongraph_mix:
+            strategies = {"multidiffusion": ("multidiffusion", {}), "regiongraph": ("regiongraph", {})}
+            strategies.update({f"regiongraph mix {v}": ("regiongraph", {"mix": float(v)})
+                               for v in args.regiongraph_mix.split(",") if v})
         res = {}
         for case in build_cases(names, schedule.abar):
             res[case.name] = {"family": case.family, "note": case.note,
@@ -166,9 +174,17 @@ def exact_modes(args) -> dict:
                                                      seed=args.seed, log=log)}
         print(f"\nexact laws, {steps} DDIM steps (mixtures: {n} samples); "
               f"{time.perf_counter() - t0:.0f}s\n")
-        print(family_summary(res) + "\n")
-        print(gaussian_table(res) + "\n")
-        print(mixture_table(res))
+        if strategies is not None:   # the chosen strategies' W2 / the oracle's, per case
+            labels = list(strategies)
+            print("| case | " + " | ".join(labels) + " |\n|---|" + "---|" * len(labels))
+            for name, r in res.items():
+                st = r["strategies"]
+                cells = [f"{ratio(st, k):.2f}x" if ratio(st, k) is not None else "-" for k in labels]
+                print(f"| {name} | " + " | ".join(cells) + " |")
+        else:
+            print(family_summary(res) + "\n")
+            print(gaussian_table(res) + "\n")
+            print(mixture_table(res))
         if args.plot:
             from syncsde.benchmark_families import plot_frontier
 
