@@ -1,0 +1,32 @@
+"""Smoke run of benchmarks/exact.py --families with --regiongraph-mix (the full run is a script:
+docs/benchmarks.md)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("exact_bench", ROOT / "benchmarks" / "exact.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_regiongraph_mix_rows_on_the_long_family(tmp_path, capsys):
+    out = tmp_path / "mix.json"
+    _module().main(["--families", "long", "--regiongraph-mix", "0.5", "--steps", "5",
+                    "--samples", "50", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert len(res) >= 3
+    for case in res.values():
+        st = case["strategies"]
+        assert {"oracle", "multidiffusion", "regiongraph", "regiongraph mix 0.5"} <= set(st)
+        # the mix is a different strategy from both of its ends
+        assert st["regiongraph mix 0.5"]["w2"] not in (st["regiongraph"]["w2"],
+                                                       st["multidiffusion"]["w2"])
+    text = capsys.readouterr().out
+    assert "| case | multidiffusion | regiongraph | regiongraph mix 0.5 |" in text
