@@ -401,8 +401,11 @@ def main(argv=None) -> int:
                     help=f"classifier-free guidance of every task (default {GUIDANCE_SCALE})")
     a = ap.parse_args(argv)
     if a.table_from:
-        doc = json.loads(Path(a.table_from).read_text())
-        if "wide" not in doc.get("results", {}):
+        try:
+            doc = json.loads(Path(a.table_from).read_text())
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"cannot read {a.table_from}: {e}") from None
+        if not isinstance(doc, dict) or "wide" not in doc.get("results", {}):
             raise SystemExit(f"{a.table_from} has no wide rows")
         print(f"n = {doc['n']}, guidance {doc.get('guidance_scale', 3.0)}, stride "
               f"{doc.get('stride', 16)}; in brackets: paired difference from {a.baseline}\n")

@@ -120,3 +120,11 @@ def test_wide_table_gives_paired_differences_from_the_baseline(tmp_path, capsys)
     path.write_text(json.dumps(doc))
     assert mod.main(["--table-from", str(path)]) == 0
     assert "(+1.000 ± 0.577)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="cannot read"):
+        mod.main(["--table-from", str(tmp_path / "missing.json")])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read"):
+        mod.main(["--table-from", str(tmp_path / "bad.json")])
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="no wide rows"):
+        mod.main(["--table-from", str(tmp_path / "other.json")])
