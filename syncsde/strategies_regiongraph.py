@@ -192,7 +192,7 @@ class RegionGraph(Strategy):
         if guidance not in ("windows", "regions"):
             raise ValueError(f"guidance must be 'windows' or 'regions', got {guidance!r}")
         self.corrector_steps, self.snr, self.seed = corrector_steps, float(snr), int(seed)
-        if not (isinstance(mix, (int, float)) and 0.0 <= mix <= 1.0):
+        if isinstance(mix, bool) or not (isinstance(mix, (int, float)) and 0.0 <= mix <= 1.0):
             raise ValueError(f"mix must be a number in [0, 1], got {mix!r}")
         self.guidance, self.mix = guidance, float(mix)
 

@@ -313,6 +313,6 @@ def test_mix_shrinks_the_composed_eps_toward_the_window_average(guidance_scale):
     torch.testing.assert_close(part, 0.7 * none + 0.3 * full, rtol=0, atol=1e-10)
     torch.testing.assert_close(none, run("multidiffusion"), rtol=0, atol=1e-10)
     assert (full - none).abs().max() > 1e-3   # the two ends differ on this grid
-    for bad in (-0.1, 1.5, "half"):
+    for bad in (-0.1, 1.5, "half", True, float("nan")):
         with pytest.raises(ValueError, match="mix must be"):
             make_strategy("regiongraph", mix=bad)
