@@ -23,7 +23,7 @@ def reference(pipe, width, window, stride, n, seed, timesteps):
     emb = encode_prompts(pipe, [PROMPT])
     abar = pipe.scheduler.alphas_cumprod.float()
     lefts = list(range(0, width - window + 1, stride))
-    out = {"multidiffusion": [], "regiongraph": [], "window": [], "best_mix": []}
+    out = {"multidiffusion": [], "regiongraph": [], "single_window": [], "best_mix": []}
     for j, t in enumerate(timesteps):
         md_l = rg_l = win_l = cr = dd = 0.0
         for i in range(n):
@@ -56,7 +56,7 @@ def reference(pipe, width, window, stride, n, seed, timesteps):
             dd += float(((rg - md) ** 2).sum())
         out["multidiffusion"].append(md_l / n)
         out["regiongraph"].append(rg_l / n)
-        out["window"].append(win_l / n)
+        out["single_window"].append(win_l / n)
         out["best_mix"].append(cr / dd)
     return out
 
@@ -67,7 +67,7 @@ def test_losses_equal_the_hand_sliced_reference(pipe, width, stride):
     got = composed_denoising_loss(pipe, PROMPT, width=width, window=32, stride=stride, n=2,
                                   seed=7, timesteps=ts)
     ref = reference(pipe, width, 32, stride, 2, 7, ts)
-    for k in ("multidiffusion", "regiongraph", "window", "best_mix"):
+    for k in ("multidiffusion", "regiongraph", "single_window", "best_mix"):
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, err_msg=k)
     # the two rules differ on an overlapping canvas (else the comparison would be empty)
     assert abs(got["regiongraph"][0] - got["multidiffusion"][0]) > 1e-4
@@ -76,8 +76,9 @@ def test_losses_equal_the_hand_sliced_reference(pipe, width, stride):
 def test_one_window_canvas_gives_one_loss_for_every_rule(pipe):
     got = composed_denoising_loss(pipe, PROMPT, width=32, window=32, stride=16, n=1, seed=3,
                                   timesteps=(300,))
-    assert got["multidiffusion"] == pytest.approx(got["window"], rel=1e-6)
-    assert got["regiongraph"] == pytest.approx(got["window"], rel=1e-6)
+    assert got["multidiffusion"] == pytest.approx(got["single_window"], rel=1e-6)
+    assert got["regiongraph"] == pytest.approx(got["single_window"], rel=1e-6)
+    assert got["window"] == 32 and got["width"] == 32
     assert got["best_mix"] == [0.0]
 
 
@@ -85,3 +86,12 @@ def test_one_window_canvas_gives_one_loss_for_every_rule(pipe):
 def test_bad_settings_are_refused(pipe, kw):
     with pytest.raises(ValueError):
         composed_denoising_loss(pipe, PROMPT, **kw)
+
+
+def test_cli_reports_a_missing_model_in_one_line(tmp_path, capsys):
+    from syncsde.scenes.composed_loss import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(tmp_path / "none"), "--n", "1"])
+    assert e.value.code == 2
+    assert "model_index.json" in capsys.readouterr().err

@@ -17,7 +17,8 @@ small ``t`` where the generator's iid pixel noise cannot be told from ``eps``). 
   and SyncTweedies step with: both average affine functions of eps on consistent views);
 - ``regiongraph``: ``sum_R c_R P_R^T eps(P_R X)`` (docs/composition.md, eq. (1); on a 1-D chain
   of windows the same as ``collage``);
-- ``window``: each window's eps on its own crop (the model on the law it was trained for).
+- ``single_window``: each window's eps on its own crop (the model on the law it was trained
+  for).
 
 ``best_mix`` is the least-squares weight ``beta`` of ``A + beta (RG - A)`` per ``t``: 0 means the
 average is already the best combination of the two, 1 the region graph.
@@ -75,7 +76,7 @@ def composed_denoising_loss(pipe, prompt: str = "a sunset over the sea with moun
         return pipe.unet(x, torch.full((m,), t, dtype=torch.long),
                          encoder_hidden_states=emb.expand(m, -1, -1)).sample
 
-    names = ("multidiffusion", "regiongraph", "window")
+    names = ("multidiffusion", "regiongraph", "single_window")
     sums = {k: np.zeros(len(timesteps)) for k in names}
     cross, dd = np.zeros(len(timesteps)), np.zeros(len(timesteps))
     for i in range(n):
@@ -92,7 +93,7 @@ def composed_denoising_loss(pipe, prompt: str = "a sunset over the sea with moun
                 graph += sub.adjoint(model(sub.forward(xt), t) * coef.reshape(-1, 1, 1, 1))
             sums["multidiffusion"][j] += float(((average - noise) ** 2).mean())
             sums["regiongraph"][j] += float(((graph - noise) ** 2).mean())
-            sums["window"][j] += float(((eps_w - views.forward(noise)) ** 2).mean())
+            sums["single_window"][j] += float(((eps_w - views.forward(noise)) ** 2).mean())
             d = graph - average
             cross[j] += float((d * (noise - average)).sum())
             dd[j] += float((d * d).sum())
@@ -118,12 +119,15 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.n < 1 or a.stride < 1 or a.width < 32:
         ap.error("--n and --stride must be >= 1 and --width >= 32")
-    res = composed_denoising_loss(load_scenes_pipeline(a.model), width=a.width, stride=a.stride,
-                                  n=a.n, seed=a.seed)
+    try:
+        res = composed_denoising_loss(load_scenes_pipeline(a.model), width=a.width,
+                                      stride=a.stride, n=a.n, seed=a.seed)
+    except (FileNotFoundError, ValueError) as e:
+        ap.exit(2, f"{ap.prog}: error: {e}\n")
     print("    t | multidiffusion | regiongraph | window | best mix")
     for j, t in enumerate(res["timesteps"]):
         print(f"{t:5d} | {res['multidiffusion'][j]:.5f} | {res['regiongraph'][j]:.5f} | "
-              f"{res['window'][j]:.5f} | {res['best_mix'][j]:.3f}")
+              f"{res['single_window'][j]:.5f} | {res['best_mix'][j]:.3f}")
     if a.json:
         atomic_write_json(a.json, res)
     else:
