@@ -283,6 +283,28 @@ def mask(pipe, clf, n, steps, log):
     return res
 
 
+def sun_rates(pipe, n: int, steps: int, widths=(16, 32), scales=(1.0, 3.0)) -> dict:
+    """Suns per image of the generator and of the model's plain samples of the wide prompt,
+    ``32 x w`` for each width: how well the model knows the law of the narrow inputs (window
+    overlaps) that the region graph subtracts. ``{width: {"generator": m, "cfg 1.0": [m, se], ...}}``."""
+    from syncsde.scenes.generator import render, scene_rng
+    from syncsde.scenes.vocab import parse_prompt
+
+    ps = parse_prompt(WIDE_PROMPT)
+    out = {}
+    for w in widths:
+        gen = [render(ps.sample_spec(scene_rng(600, i)), 32, w, scene_rng(601, i)).image
+               for i in range(n)]
+        row = {"generator": float(np.mean([count_suns(g) for g in gen]))}
+        for cfg in scales:
+            imgs = pipe([WIDE_PROMPT] * n, num_inference_steps=steps, guidance_scale=cfg,
+                        generator=torch.Generator().manual_seed(7), height=32, width=w)
+            v = np.array([count_suns(i) for i in imgs.permute(0, 2, 3, 1).numpy()], float)
+            row[f"cfg {cfg}"] = [float(v.mean()), float(v.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0]
+        out[int(w)] = row
+    return out
+
+
 def print_table(results: dict) -> None:
     for task, rows in results.items():
         cols = sorted({k for r in rows.values() for k in r})
@@ -397,6 +419,9 @@ def main(argv=None) -> int:
                     help="instead: print the wide table of a saved --json run, with standard "
                          "errors and paired differences from --baseline (no sampling)")
     ap.add_argument("--baseline", default="multidiffusion", help="row of the paired differences")
+    ap.add_argument("--sun-rates", action="store_true",
+                    help="instead: suns per 32x16 and 32x32 image of the generator and of the "
+                         "model's plain samples at CFG 1 and 3 (--n images each)")
     ap.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE,
                     help=f"classifier-free guidance of every task (default {GUIDANCE_SCALE})")
     a = ap.parse_args(argv)
@@ -434,6 +459,13 @@ def main(argv=None) -> int:
     from syncsde.models import load_pipeline
     from syncsde.scenes.classifier import load_classifier
 
+    if a.sun_rates:
+        with torch.no_grad():
+            rates = sun_rates(load_pipeline(a.model), n, steps)
+        print(json.dumps(rates, indent=1))
+        if a.json:
+            atomic_write_json(a.json, {"n": n, "steps": steps, "sun_rates": rates})
+        return 0
     pipe, clf = load_pipeline(a.model), load_classifier()
     fns = {"wide": wide, "ambiguous": ambiguous, "edit": edit, "mask": mask}
     results = {}

@@ -128,3 +128,14 @@ def test_wide_table_gives_paired_differences_from_the_baseline(tmp_path, capsys)
     (tmp_path / "other.json").write_text("[1, 2]")
     with pytest.raises(SystemExit, match="no wide rows"):
         mod.main(["--table-from", str(tmp_path / "other.json")])
+
+
+def test_sun_rates_cover_both_widths_and_scales(tmp_path):
+    mod = _module()
+    out = tmp_path / "rates.json"
+    assert mod.main(["--sun-rates", "--n", "2", "--steps", "2", "--json", str(out)]) == 0
+    rates = json.loads(out.read_text())["sun_rates"]
+    assert set(rates) == {"16", "32"}
+    for row in rates.values():
+        assert set(row) == {"generator", "cfg 1.0", "cfg 3.0"}
+        assert row["generator"] >= 0 and all(row[k][0] >= 0 for k in ("cfg 1.0", "cfg 3.0"))
