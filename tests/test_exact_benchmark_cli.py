@@ -2,18 +2,13 @@
 docs/benchmarks.md)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("exact_bench", ROOT / "benchmarks" / "exact.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("exact")
 
 
 def test_regiongraph_mix_rows_on_the_long_family(tmp_path, capsys):

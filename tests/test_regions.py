@@ -309,13 +309,9 @@ def test_gaussian_window_weights_and_feathering_match_numpy():
 
 def test_benchmark_script_smoke(tmp_path):
     """benchmarks/regions.py end to end on the scenes model (1 layout, 1 seed, 1 image, 4 steps, the first two rows)."""
-    import importlib.util
-    from pathlib import Path
+    from benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "regions.py"
-    spec = importlib.util.spec_from_file_location("bench_regions", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("regions")
     assert mod.main(["all", "--quick", "--layouts", "1", "--images", "1", "--steps", "4",
                      "--rows", "2", "--out", str(tmp_path)]) == 0
     reg = json.loads((tmp_path / "regions_benchmark.json").read_text())

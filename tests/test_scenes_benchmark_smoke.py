@@ -1,20 +1,14 @@
 """Smoke run of benchmarks/scenes.py (the full run is a script: docs/benchmarks.md)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("scenes_bench", ROOT / "benchmarks" / "scenes.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("scenes")
 
 
 def test_scenes_benchmark_runs_the_mask_and_ambiguous_tasks(tmp_path):
