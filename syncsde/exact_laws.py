@@ -56,6 +56,7 @@ class CountingDenoiser:
         self.inputs = 0
         self.pixels = 0
         self.calls = 0
+        self.backward_inputs = 0   # vector-Jacobian products through the model (count_backward)
 
     def __call__(self, x_t, t, cond=None):
         self.calls += 1

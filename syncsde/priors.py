@@ -261,12 +261,17 @@ class _EigGaussian:
 
     def sample(self, n: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """``n`` draws ``mu + U diag(sqrt(s)) z``, shape ``[n, *event_shape]``."""
+        """``n`` draws ``mu + R z``, shape ``[n, *event_shape]``, with ``R = U diag(sqrt(s))
+        U^T`` the symmetric square root of the covariance. ``R`` is unique (it does not depend
+        on the signs, or the basis within a repeated eigenvalue, that the LAPACK in use picks for
+        the eigenvectors), so a seed gives the same draws on every machine up to rounding."""
         n = int(n)
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         z = torch.randn(n, self._C, self._P, generator=generator, dtype=torch.float64)
-        x = self._mean + (z * self._s.sqrt()) @ self._U.T
+        if getattr(self, "_root", None) is None:
+            self._root = (self._U * self._s.sqrt().unsqueeze(-2)) @ self._U.transpose(-1, -2)
+        x = self._mean + z @ self._root
         return x.reshape(n, *self.event_shape).to(dtype)
 
     @property

@@ -250,4 +250,5 @@ STRATEGIES["syncvc"] = SyncVC
 import syncsde.strategies_regiongraph  # noqa: E402,F401  (registers "regiongraph")
 import syncsde.strategies_poe  # noqa: E402,F401  (registers "poe")
 import syncsde.strategies_inpaint  # noqa: E402,F401  (registers "inpaint")
+import syncsde.strategies_projection  # noqa: E402,F401  (registers "projection")
 import syncsde.sequential  # noqa: E402,F401  (registers "sequential": windows one after another)

@@ -37,7 +37,7 @@ from syncsde import ops
 from syncsde.strategies import STRATEGIES, Strategy
 from syncsde.strategies_regiongraph import step_generator
 
-__all__ = ["Inpaint"]
+__all__ = ["Inpaint", "known_pixels"]
 
 
 @dataclass
@@ -77,38 +77,8 @@ class Inpaint(Strategy):
 
     # ---- setup -----------------------------------------------------------------------------
     def prepare(self, run):
-        views = run.views
-        n = views.num_views
-        hw = tuple(views.view_shape[1:])
-        like = torch.zeros((n, *views.view_shape), dtype=run.dtype, device=run.device)
-        if self.known is not None:
-            m = torch.as_tensor(self.known_mask, dtype=run.dtype, device=run.device)
-            while m.dim() > 2 and m.shape[0] == 1:
-                m = m[0]
-            if tuple(m.shape) != hw:
-                raise ValueError(f"known_mask has shape {tuple(m.shape)}; expected {hw}")
-            if not torch.isfinite(m).all() or ((m != 0) & (m != 1)).any():
-                raise ValueError("known_mask must hold only 0 (unknown) and 1 (known)")
-            k = torch.as_tensor(self.known, dtype=run.dtype, device=run.device)
-            if not torch.isfinite(k).all():
-                raise ValueError("known holds NaN or infinite values")
-            want = tuple(views.view_shape)
-            if tuple(k.shape[-3:]) != want:
-                raise ValueError(f"known has shape {tuple(k.shape)}; expected (..., {want})")
-            self._known = k
-            pull = m.expand(n, 1, *hw)
-        else:
-            if run.correlation is None:
-                raise ValueError("inpaint needs known= and known_mask=, or a task with a "
-                                 "correlation model (mask composition, editing)")
-            pull = run.correlation.masks(views, like).clamp(0.0, 1.0)
-            self._known = None
-        # [N, 1 (batch), 1, h, w] so it broadcasts over [N, *batch, C, h, w]
-        self._pull = pull.reshape((n,) + (1,) * (run.batch_dims + 1) + hw)
-        self._free = 1.0 - self._pull
-        has_known = (self._pull > 0).flatten(1).any(1)
-        has_free = (self._free > 0).flatten(1).any(1)
-        self._corrected = [i for i in range(n) if bool(has_known[i]) and bool(has_free[i])]
+        self._known, self._pull, self._free, self._corrected = known_pixels(
+            run, self.known, self.known_mask, type(self).name)
         self._n_steps = len(run.timesteps)
 
     # ---- the three moves ---------------------------------------------------------------------
@@ -155,6 +125,46 @@ class Inpaint(Strategy):
             x0_ref = run.correlation.references(ops.tweedie(y, eps, a), run.views)
         y = run.solver.step(y, eps, info, noise, out=y)
         return self._replace(run, y, info.abar_s, info.index, info.index == self._n_steps - 1, x0_ref)
+
+
+def known_pixels(run, known, known_mask, strategy: str = "inpaint"):
+    """Which pixels of which view are known, for the conditional-sampling strategies.
+
+    Returns ``(known, pull, free, corrected)``: the checked clean values (``None`` when the task's
+    correlation model names the sources instead), the known-pixel mask ``pull`` and its
+    complement ``free`` shaped ``[N, 1 (batch)..., 1, h, w]`` to broadcast over ``[N, *batch, C,
+    h, w]``, and the views that have both known and free pixels (the ones to condition)."""
+    views = run.views
+    n = views.num_views
+    hw = tuple(views.view_shape[1:])
+    like = torch.zeros((n, *views.view_shape), dtype=run.dtype, device=run.device)
+    if known is not None:
+        m = torch.as_tensor(known_mask, dtype=run.dtype, device=run.device)
+        while m.dim() > 2 and m.shape[0] == 1:
+            m = m[0]
+        if tuple(m.shape) != hw:
+            raise ValueError(f"known_mask has shape {tuple(m.shape)}; expected {hw}")
+        if not torch.isfinite(m).all() or ((m != 0) & (m != 1)).any():
+            raise ValueError("known_mask must hold only 0 (unknown) and 1 (known)")
+        k = torch.as_tensor(known, dtype=run.dtype, device=run.device)
+        if not torch.isfinite(k).all():
+            raise ValueError("known holds NaN or infinite values")
+        want = tuple(views.view_shape)
+        if tuple(k.shape[-3:]) != want:
+            raise ValueError(f"known has shape {tuple(k.shape)}; expected (..., {want})")
+        pull = m.expand(n, 1, *hw)
+    else:
+        if run.correlation is None:
+            raise ValueError(f"{strategy} needs known= and known_mask=, or a task with a "
+                             "correlation model (mask composition, editing)")
+        pull = run.correlation.masks(views, like).clamp(0.0, 1.0)
+        k = None
+    pull = pull.reshape((n,) + (1,) * (run.batch_dims + 1) + hw)
+    free = 1.0 - pull
+    has_known = (pull > 0).flatten(1).any(1)
+    has_free = (free > 0).flatten(1).any(1)
+    corrected = [i for i in range(n) if bool(has_known[i]) and bool(has_free[i])]
+    return k, pull, free, corrected
 
 
 STRATEGIES["inpaint"] = Inpaint

@@ -184,7 +184,8 @@ class RegionGraph(Strategy):
     init = "canvas"
 
     def __init__(self, corrector_steps: int = 0, snr: float = 0.5, seed: int = 0,
-                 guidance: str = "windows", mix: float = 1.0):
+                 guidance: str = "windows", mix: float = 1.0, start: float = 0.0,
+                 stop: float = 1.0):
         if not (isinstance(corrector_steps, int) and corrector_steps >= 0):
             raise ValueError(f"corrector_steps must be an int >= 0, got {corrector_steps!r}")
         if not (isinstance(snr, (int, float)) and 0 < snr < float("inf")):
@@ -195,10 +196,18 @@ class RegionGraph(Strategy):
         if isinstance(mix, bool) or not (isinstance(mix, (int, float)) and 0.0 <= mix <= 1.0):
             raise ValueError(f"mix must be a number in [0, 1], got {mix!r}")
         self.guidance, self.mix = guidance, float(mix)
+        for name, value in (("start", start), ("stop", stop)):
+            if isinstance(value, bool) or not (isinstance(value, (int, float))
+                                               and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+        if not start < stop:
+            raise ValueError(f"start must be below stop, got start={start!r}, stop={stop!r}")
+        self.start, self.stop = float(start), float(stop)
 
     def __repr__(self) -> str:
         return (f"RegionGraph(corrector_steps={self.corrector_steps}, snr={self.snr}, "
-                f"seed={self.seed}, guidance={self.guidance!r}, mix={self.mix})")
+                f"seed={self.seed}, guidance={self.guidance!r}, mix={self.mix}, "
+                f"start={self.start}, stop={self.stop})")
 
     def prepare(self, run):
         self.regions = region_graph(run.views)
@@ -240,8 +249,18 @@ class RegionGraph(Strategy):
             eps_canvas += (w - 1.0) * run.views.average(eps_c - eps_u)
         return eps_canvas
 
+    def active(self, info) -> bool:
+        """Whether step ``info.index`` lies in the ``[start, stop)`` fraction of the run (counted
+        from the noisiest step) where the region terms are composed; outside it the step is
+        MultiDiffusion's (the windows' average) and costs no region inputs."""
+        fraction = info.index / max(len(info.timesteps), 1)
+        return self.start <= fraction < self.stop
+
     def step(self, run, y, eps, info, noise):
         views = run.views
+        if not self.active(info):
+            eps = views.forward(views.average(eps), out=eps)
+            return run.solver.step(y, eps, info, noise, out=y)
         x = views.average(y)
         eps_canvas = self._compose(run, x, y, eps, info)
         a = info.abar_t

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CallCounter", "differentiable_eps"]
+__all__ = ["CallCounter", "count_backward", "differentiable_eps"]
 
 
 def _prior_eps(prior_den: Any, x: torch.Tensor, t: int, cond: Sequence[Any]) -> torch.Tensor:
@@ -60,6 +60,7 @@ def _prior_eps(prior_den: Any, x: torch.Tensor, t: int, cond: Sequence[Any]) -> 
 
 
 def _raw_call(denoiser: Any, x: torch.Tensor, t: int, cond: Sequence[Any]) -> torch.Tensor:
+    from syncsde.exact_laws import CountingDenoiser
     from syncsde.priors import FieldDenoiser, PriorDenoiser
 
     if isinstance(denoiser, PriorDenoiser):
@@ -73,10 +74,26 @@ def _raw_call(denoiser: Any, x: torch.Tensor, t: int, cond: Sequence[Any]) -> to
         denoiser.calls += 1
         denoiser.inputs += len(x)
         return _raw_call(denoiser.inner, x, t, cond)
+    if isinstance(denoiser, CountingDenoiser):
+        denoiser.calls += 1
+        denoiser.inputs += len(x)
+        denoiser.pixels += len(x) * math.prod(x.shape[2:])
+        return _raw_call(denoiser.denoiser, x, t, cond)
     call = getattr(type(denoiser).__call__, "__wrapped__", None)
     if call is not None:  # an adapter decorated with torch.no_grad
         return call(denoiser, x, t, list(cond))
     return denoiser(x, t, list(cond))
+
+
+def count_backward(denoiser: Any, inputs: int) -> None:
+    """Record ``inputs`` model inputs back-propagated (one vector-Jacobian product each) on every
+    counting wrapper around ``denoiser`` (:class:`CallCounter`,
+    :class:`~syncsde.exact_laws.CountingDenoiser`), in their ``backward_inputs``."""
+    while denoiser is not None:
+        own = getattr(denoiser, "__dict__", {})
+        if "backward_inputs" in own:
+            own["backward_inputs"] += int(inputs)
+        denoiser = own.get("inner", own.get("denoiser"))
 
 
 def differentiable_eps(denoiser: Any, x_t: torch.Tensor, t: int, abar_t: float,
@@ -124,6 +141,7 @@ class CallCounter:
         self.inner = inner
         self.calls = 0
         self.inputs = 0
+        self.backward_inputs = 0   # inputs back-propagated through the model (count_backward)
 
     @property
     def prediction_type(self) -> str:
