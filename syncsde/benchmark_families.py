@@ -172,7 +172,9 @@ def _conditional_strategies(tuned: dict) -> dict:
             "syncsde": ("syncsde", {"inv_lambda": 5.0}), "syncsde tuned": ("syncsde", tuned),
             "inpaint": ("inpaint", {"corrector_steps": 0}),
             "inpaint K1": ("inpaint", {"corrector_steps": 1, "snr": 1.0}),
-            "inpaint K3": ("inpaint", {"corrector_steps": 3, "snr": 1.0})}
+            "inpaint K3": ("inpaint", {"corrector_steps": 3, "snr": 1.0}),
+            "projection": ("projection", {"cg_steps": 2}),
+            "projection cg8": ("projection", {"cg_steps": 8})}
 
 
 def _box(H, W, rows, cols) -> torch.Tensor:
@@ -193,8 +195,13 @@ def _edit_case(name, size, mask, kernel_kw, src_mean, tgt_mean, seed):
         # the source's x_T by DDIM inversion (50 steps; the target law does not depend on it)
         x_T = invert(x_src, den, "src", SamplingSchedule.preset("sd", 50), progress=False)[0]
         target = gaussian_conditional(tgt, 1 - mask, x_src[0])
+        strategies = _conditional_strategies({"inv_lambda": 50.0})
+        # an edit has its source image: the projection conditions on it (the others cannot)
+        strategies["projection, source trajectory"] = ("projection", {"cg_steps": 2})
+        for label in ("projection", "projection cg8"):
+            strategies[label][1]["clean_source"] = x_src[0]
         return FamilyCase("conditional", name, edit_problem(x_T, mask, "src", "tgt", null="src"),
-                          den, target, "edit", strategies=_conditional_strategies({"inv_lambda": 50.0}))
+                          den, target, "edit", strategies=strategies)
     return build
 
 
@@ -312,6 +319,11 @@ def mode_corr(case: FamilyCase, out: torch.Tensor) -> float:
     return float((lab[:, 0] * lab[:, 1]).mean())
 
 
+# model inputs charged for one backward pass (reverse mode costs about twice a forward pass;
+# measured on the scenes UNet in docs/composition.md section 7)
+BACKWARD_COST = 2.0
+
+
 def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, seed: int = 0,
              log: Callable[[str], None] = lambda s: None) -> dict:
     """label -> {w2, kl (Gaussian) or energy, w2_fit, mode_corr (mixture), inputs_per_step,
@@ -372,7 +384,11 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
         except ValueError as e:  # the strategy does not apply to these views
             log(f"  {case.name:36s} {label:16s} n/a ({str(e)[:60]})")
             continue
-        r["inputs_per_step"] = counter.inputs / (steps * batch)
+        # a backward pass through the model (a vector-Jacobian product) is charged as
+        # BACKWARD_COST model inputs; backward_per_step keeps the count itself
+        r["backward_per_step"] = counter.backward_inputs / (steps * batch)
+        r["inputs_per_step"] = (counter.inputs + BACKWARD_COST * counter.backward_inputs) / \
+            (steps * batch)
         r["pixels_per_step"] = counter.pixels / (steps * batch * win_px)
         r["seconds"] = time.perf_counter() - t0
         res[label] = r
@@ -384,7 +400,8 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
 # ---- tables ----------------------------------------------------------------------------------
 TABLE_STRATEGIES = ("independent", "multidiffusion", "syncsde", "syncsde lin 2", "syncsde tuned",
                     "collage", "regiongraph", "regiongraph K1", "regiongraph K3", "poe K1", "poe K3",
-                    "sequential K1", "sequential K3", "inpaint", "inpaint K1", "inpaint K3")
+                    "sequential K1", "sequential K3", "inpaint", "inpaint K1", "inpaint K3",
+                    "projection", "projection cg8", "projection, source trajectory")
 _NOT_STRATEGIES = ("oracle", "oracle (sampled)", "target", "target (sampled)", "window floor")
 
 

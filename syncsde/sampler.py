@@ -260,6 +260,9 @@ def sample(problem: Problem, denoiser: Any, strategy: str | Strategy = "syncsde"
     if not isinstance(solver, DDIMSolver) and not strategy.any_solver:
         raise ValueError(f"strategy {strategy.name!r} steps with DDIM only; it cannot run with "
                          f"{solver.name}")
+    if checkpoint and not getattr(strategy, "resumable", True):
+        raise ValueError(f"{strategy!r} carries state from step to step that a checkpoint does "
+                         "not hold; run it without checkpoint=")
     seed_description = seed.get_state() if isinstance(seed, torch.Generator) else seed
     ops.set_num_threads()  # follow torch.get_num_threads() / SYNCSDE_NUM_THREADS
     device = torch.device(device)

@@ -59,7 +59,10 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 @dataclass
 class MomentProjection(Strategy):
     """``cg_steps`` conjugate-gradient iterations per step (the exact solve needs as many as
-    there are known pixels; fewer give a partial projection). ``known`` / ``known_mask`` as in
+    there are known pixels; fewer give a partial projection; the default 3 keeps an edit within
+    4x SyncSDE's model inputs, docs/benchmarks.md). ``warm_start`` starts each step's solve
+    from the previous step's solution (one more backward pass; closer to the oracle on the
+    exact benchmark). ``known`` / ``known_mask`` as in
     :class:`~syncsde.strategies_inpaint.Inpaint`. In the mask and edit problems
     ``clean_source`` (one view's shape; an edit's source latent) gives the known values
     instead of the sources' Tweedie estimates: the pixels each view copies, taken from the
@@ -67,7 +70,8 @@ class MomentProjection(Strategy):
     with no known pixels: an edit's reconstruction) end at the clean source, so the output keeps
     the source's own pixels, not their reconstruction, where it copies them."""
 
-    cg_steps: int = 8
+    cg_steps: int = 3
+    warm_start: bool = False
     known: Any = None
     known_mask: Any = None
     clean_source: Any = None
@@ -80,6 +84,8 @@ class MomentProjection(Strategy):
         if not (isinstance(self.cg_steps, int) and not isinstance(self.cg_steps, bool)
                 and self.cg_steps >= 1):
             raise ValueError(f"cg_steps must be an int >= 1, got {self.cg_steps!r}")
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"warm_start must be True or False, got {self.warm_start!r}")
         if (self.known is None) != (self.known_mask is None):
             raise ValueError("pass known and known_mask together (or neither, to use the task's "
                              "correlation model)")
@@ -87,9 +93,15 @@ class MomentProjection(Strategy):
             raise ValueError("clean_source is for the task's correlation model; with known= "
                              "the known values are given already")
 
+    @property
+    def resumable(self) -> bool:
+        """A warm start carries the last solution from step to step, which checkpoints do not
+        hold: the sampler refuses ``checkpoint=`` then."""
+        return not self.warm_start
+
     def __repr__(self) -> str:
         k = "correlation" if self.known is None else f"known {tuple(self.known.shape)}"
-        return f"MomentProjection(cg_steps={self.cg_steps}, {k})"
+        return f"MomentProjection(cg_steps={self.cg_steps}, warm_start={self.warm_start}, {k})"
 
     def prepare(self, run):
         if run.denoiser is None:
@@ -97,6 +109,7 @@ class MomentProjection(Strategy):
         self._known, self._pull, _, self._corrected = known_pixels(
             run, self.known, self.known_mask, self.name)
         self._n_steps = len(run.timesteps)
+        self._previous = None
         self._clean = None
         if self.clean_source is not None:
             c = torch.as_tensor(self.clean_source, dtype=run.dtype, device=run.device)
@@ -141,6 +154,9 @@ class MomentProjection(Strategy):
 
             residual = m * (k.reshape(flat_x.shape) - x0.detach())
             v = torch.zeros_like(residual)
+            if self.warm_start and self._previous is not None:
+                v = self._previous.reshape(residual.shape)
+                residual = residual - m * jt(m * v)
             p = residual.clone()
             rs = _dot(residual, residual)
             for _ in range(self.cg_steps):
@@ -158,6 +174,7 @@ class MomentProjection(Strategy):
                 p = residual + beta * p
                 rs = rs_new
             correction = jt(m * v)
+            self._previous = v.detach()
         out = e.detach() - (math.sqrt(a) / sigma) * correction
         return out.reshape(shape).to(x.dtype)
 

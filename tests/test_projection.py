@@ -178,3 +178,30 @@ def test_runs_are_reproducible_and_deterministic_in_the_seed():
     a, b = (sample(prob, den, "projection", sched, seed=3, batch=4, dtype=F64, progress=False,
                    cg_steps=2, clean_source=x_src).output for _ in range(2))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_warm_start_is_checked_and_refuses_checkpoints(tmp_path):
+    sched, den, x_src, B, prob, target = _edit_case()
+    with pytest.raises(ValueError, match="warm_start must be"):
+        make_strategy("projection", warm_start=1)
+    with pytest.raises(ValueError, match="checkpoint"):
+        sample(prob, den, "projection", sched, progress=False, warm_start=True,
+               clean_source=x_src, checkpoint=str(tmp_path / "run.safetensors"))
+    # a cold start resumes bit-identically
+    full = sample(prob, den, "projection", sched, seed=2, batch=3, dtype=F64, progress=False,
+                  clean_source=x_src).output
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5(index, t, y):
+        if index == 5:
+            raise Stop
+
+    ck = str(tmp_path / "cold.safetensors")
+    with pytest.raises(Stop):
+        sample(prob, den, "projection", sched, seed=2, batch=3, dtype=F64, progress=False,
+               clean_source=x_src, checkpoint=ck, callback=stop_at_5)
+    resumed = sample(prob, den, "projection", sched, seed=2, batch=3, dtype=F64, progress=False,
+                     clean_source=x_src, checkpoint=ck)
+    torch.testing.assert_close(resumed.output, full, rtol=0, atol=0)

@@ -2,6 +2,8 @@
 three-trajectory edit (:func:`edit_image`)."""
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from typing import Any, Callable, Sequence
 
@@ -333,6 +335,12 @@ def edit_image(model, image, source_prompt: str | None = None, source_word: str 
     problem = edit_problem(x_T[0].cpu(), m, source_prompt, target_prompt, null=None)
     strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat,
                                task="edit")
+    if getattr(strat, "name", None) == "projection" and strat.known is None \
+            and strat.clean_source is None:
+        # the projection conditions on the source latent itself (docs/composition.md sec. 7)
+        if x0 is None:   # x_T came from the cache: encode the image again (same seed)
+            x0 = den.encode(img, generator=_generator(seed), sample=sample_posterior)
+        strat = dataclasses.replace(strat, clean_source=x0[0].cpu())
     res = sample(problem, den, strat, schedule=sched, guidance_scale=_cfg(guidance_scale),
                  seed=seed, device=den.device, progress=progress, callback=callback)
     latents = res.output
