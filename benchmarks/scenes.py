@@ -93,7 +93,8 @@ def hue_intersection(img: np.ndarray, w: int = 32, bins: int = 16) -> float:
 
 
 def parse_strategy(spec: str):
-    """``name`` or ``name:key=value,key=value`` (numbers parsed) -> (label, strategy object)."""
+    """``name`` or ``name:key=value,key=value`` (numbers and True / False parsed) -> (label,
+    strategy object)."""
     from syncsde.strategies import make_strategy
 
     name, _, rest = spec.partition(":")
@@ -102,6 +103,9 @@ def parse_strategy(spec: str):
         k, eq, v = kv.partition("=")
         if not eq:
             raise SystemExit(f"bad strategy option {kv!r} in {spec!r}; expected key=value")
+        if v in ("True", "False"):
+            opts[k] = v == "True"
+            continue
         try:
             opts[k] = int(v)
         except ValueError:

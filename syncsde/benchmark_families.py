@@ -173,8 +173,9 @@ def _conditional_strategies(tuned: dict) -> dict:
             "inpaint": ("inpaint", {"corrector_steps": 0}),
             "inpaint K1": ("inpaint", {"corrector_steps": 1, "snr": 1.0}),
             "inpaint K3": ("inpaint", {"corrector_steps": 3, "snr": 1.0}),
-            "projection": ("projection", {"cg_steps": 2}),
-            "projection cg8": ("projection", {"cg_steps": 8})}
+            "projection": ("projection", {"cg_steps": 3}),
+            "projection warm": ("projection", {"cg_steps": 3, "warm_start": True}),
+            "projection cg16": ("projection", {"cg_steps": 16})}
 
 
 def _box(H, W, rows, cols) -> torch.Tensor:
@@ -197,8 +198,8 @@ def _edit_case(name, size, mask, kernel_kw, src_mean, tgt_mean, seed):
         target = gaussian_conditional(tgt, 1 - mask, x_src[0])
         strategies = _conditional_strategies({"inv_lambda": 50.0})
         # an edit has its source image: the projection conditions on it (the others cannot)
-        strategies["projection, source trajectory"] = ("projection", {"cg_steps": 2})
-        for label in ("projection", "projection cg8"):
+        strategies["projection, source trajectory"] = ("projection", {"cg_steps": 3})
+        for label in ("projection", "projection warm", "projection cg16"):
             strategies[label][1]["clean_source"] = x_src[0]
         return FamilyCase("conditional", name, edit_problem(x_T, mask, "src", "tgt", null="src"),
                           den, target, "edit", strategies=strategies)
@@ -401,7 +402,8 @@ def run_case(case: FamilyCase, schedule, strategies=None, samples: int = 2000, s
 TABLE_STRATEGIES = ("independent", "multidiffusion", "syncsde", "syncsde lin 2", "syncsde tuned",
                     "collage", "regiongraph", "regiongraph K1", "regiongraph K3", "poe K1", "poe K3",
                     "sequential K1", "sequential K3", "inpaint", "inpaint K1", "inpaint K3",
-                    "projection", "projection cg8", "projection, source trajectory")
+                    "projection", "projection warm", "projection cg16",
+                    "projection, source trajectory")
 _NOT_STRATEGIES = ("oracle", "oracle (sampled)", "target", "target (sampled)", "window floor")
 
 

@@ -119,8 +119,24 @@ class MomentProjection(Strategy):
             if not torch.isfinite(c).all():
                 raise ValueError("clean_source holds NaN or infinite values")
             self._clean = c
-        self._sources = [i for i in range(run.views.num_views)
-                         if not bool((self._pull[i] > 0).any())]
+        self._sources = self._source_views(run) if self._clean is not None else []
+
+    def _source_views(self, run):
+        """The views with no known pixels that a conditioned view copies from (an edit's
+        reconstruction; not a view that is free only because its mask is empty), found by
+        probing the correlation model with one view at a time."""
+        n = run.views.num_views
+        shape = (n,) + (1,) * run.batch_dims + tuple(run.views.view_shape)
+        out = []
+        for j in range(n):
+            if bool((self._pull[j] > 0).any()) or not self._corrected:
+                continue
+            probe = torch.zeros(shape, dtype=run.dtype, device=run.device)
+            probe[j] = 1.0
+            seen = run.correlation.references(probe, run.views) * self._pull
+            if bool((seen[self._corrected] != 0).any()):
+                out.append(j)
+        return out
 
     def _references(self, run, y, eps, abar):
         """The known values for every view at level ``abar``: the clean ``known``, or the

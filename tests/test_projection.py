@@ -205,3 +205,14 @@ def test_warm_start_is_checked_and_refuses_checkpoints(tmp_path):
     resumed = sample(prob, den, "projection", sched, seed=2, batch=3, dtype=F64, progress=False,
                      clean_source=x_src, checkpoint=ck)
     torch.testing.assert_close(resumed.output, full, rtol=0, atol=0)
+
+
+def test_an_edit_mask_covering_everything_is_a_fresh_target_sample_not_the_source():
+    """Nothing is known: the output is the target trajectory (view 1), not the clean source."""
+    sched, den, x_src, B, _, _ = _edit_case()
+    x_T = invert(x_src[None], den, "src", sched, progress=False)[0]
+    prob = edit_problem(x_T, torch.ones(6, 6), "src", "tgt", null="src")
+    res = sample(prob, den, "projection", sched, seed=0, batch=2, dtype=F64, progress=False,
+                 clean_source=x_src)
+    torch.testing.assert_close(res.output, res.views[1], rtol=0, atol=0)
+    assert (res.output - x_src.to(F64)).abs().max() > 0.5
