@@ -69,6 +69,10 @@ def main(argv=None) -> dict:
                     help="with --families: instead of the family strategies, MultiDiffusion, the "
                          "region graph and regiongraph with each of these mix (comma list), e.g. "
                          "0.25,0.5 (docs/composition.md, eq. (3))")
+    ap.add_argument("--regiongraph-start", default=None,
+                    help="with --families: instead of the family strategies, MultiDiffusion, the "
+                         "region graph and regiongraph with the region terms from each of these "
+                         "fractions of the steps on (comma list), e.g. 0.3,0.5")
     ap.add_argument("--scheduler", default=None,
                     help=f"instead: one row per solver ({','.join(SOLVERS)}) and step count "
                          "(--steps-list) for these tasks, the strategy of --solver-strategy and the oracle")
@@ -167,6 +171,10 @@ def exact_modes(args) -> dict:
             strategies = {"multidiffusion": ("multidiffusion", {}), "regiongraph": ("regiongraph", {})}
             strategies.update({f"regiongraph mix {v}": ("regiongraph", {"mix": float(v)})
                                for v in args.regiongraph_mix.split(",") if v})
+        if args.regiongraph_start:
+            strategies = {"multidiffusion": ("multidiffusion", {}), "regiongraph": ("regiongraph", {})}
+            strategies.update({f"regiongraph start {v}": ("regiongraph", {"start": float(v)})
+                               for v in args.regiongraph_start.split(",") if v})
         res = {}
         for case in build_cases(names, schedule.abar):
             res[case.name] = {"family": case.family, "note": case.note,
