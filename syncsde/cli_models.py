@@ -134,9 +134,11 @@ def _strategy_label(args, task: str) -> str:
     return TASK_DEFAULTS.get(task, ("syncsde", {}))[0]
 
 
-def _stem(args, task: str) -> Path:
+def _stem(args, task: str, default_of: str | None = None) -> Path:
+    """``task_strategy_seedN`` in the output folder; the strategy is the given one, else the
+    default of ``default_of`` (the task itself unless said)."""
     out = check_output_dir(args.out)
-    return out / f"{task}_{_strategy_label(args, task)}_seed{args.seed}"
+    return out / f"{task}_{_strategy_label(args, default_of or task)}_seed{args.seed}"
 
 
 def _save_result(res, stem: Path, names: list[str]) -> list[str]:
@@ -175,7 +177,8 @@ def _run_wide(args) -> list[str]:
                      progress=not args.no_progress, max_batch=args.max_batch, init=args.init,
                      decode_windows=args.decode_windows, authors_compat=args.authors_compat,
                      **_vae_tiling(args))
-    stem = _stem(args, "wide")
+    # a wrapped canvas takes the 360 panorama's default strategy (wide_image)
+    stem = _stem(args, "wide", "panorama360" if args.circular else "wide")
     files = _save_result(res, stem, [""])
     for i, img in enumerate(res.extras.get("window_images", [])):
         files.append(save_png(img, f"{stem}_window{i:02d}.png", {**res.settings, "window_index": i}))

@@ -164,8 +164,14 @@ def test_wide_image_seeded_and_synchronized(sd):
     md = P.wide_image(sd, PROMPT, seed=5, strategy="multidiffusion", **kw)
     assert md.settings["strategy"] == "multidiffusion"
     default = P.wide_image(sd, PROMPT, seed=5, **kw)  # the task default (syncsde.task_defaults)
-    assert default.settings["strategy"] == "multidiffusion"
-    torch.testing.assert_close(default.latents, md.latents, atol=0, rtol=0)
+    assert default.settings["strategy"] == "regiongraph"
+    late = P.wide_image(sd, PROMPT, seed=5, strategy="regiongraph",
+                        strategy_options={"start": 0.3}, **kw)
+    torch.testing.assert_close(default.latents, late.latents, atol=0, rtol=0)
+    assert (default.latents - md.latents).abs().max() > 1e-4
+    # a canvas that wraps round the width is a 360 panorama: MultiDiffusion by default
+    wrapped = P.wide_image(sd, PROMPT, seed=5, circular=True, **kw)
+    assert wrapped.settings["strategy"] == "multidiffusion"
 
 
 @needs_pixel_maps
@@ -484,7 +490,7 @@ def test_cli_wide_writes_png_with_settings(sd, tmp_path):
     assert len(files) == 1
     im = Image.open(files[0])
     meta = json.loads(im.text["syncsde"])
-    assert im.size == (48, 32) and meta["prompt"] == PROMPT and meta["strategy"] == "multidiffusion"
+    assert im.size == (48, 32) and meta["prompt"] == PROMPT and meta["strategy"] == "regiongraph"
     assert meta["num_inference_steps"] == 2 and im.text["seed"] == "0"
 
 

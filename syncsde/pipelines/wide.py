@@ -126,8 +126,10 @@ def wide_image(model, prompt: str | list | None = None, height: int | None = Non
     if init not in ("canvas", "independent"):
         raise ValueError(f"init must be 'canvas' or 'independent', got {init!r}")
     problem.init = init
-    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat,
-                               task="wide")
+    # a canvas that wraps is a 360 panorama (round the width) or a tile (both ways): their
+    # defaults (syncsde.task_defaults)
+    task = "wide" if not axes else ("tileable" if -2 in axes else "panorama360")
+    strat = make_task_strategy(strategy, inv_lambda, strategy_options, authors_compat, task=task)
     sched = sampling_schedule(den, num_inference_steps, scheduler, problem.views.view_shape[-2:])
     batch = pb.size if pb.batched else None
     cfg = _guidance(den, guidance_scale, pb.negatives is not None, true_cfg_scale)
