@@ -269,6 +269,22 @@ def test_edit_image_end_to_end(sd3):
         P.replace_word("a photo of a cat", "horse", "dog")
 
 
+def test_edit_image_projection_keeps_the_source_latent_outside_the_mask(sd3):
+    """strategy="projection": edit_image hands it the encoded source (clean_source), so the
+    edited latent equals the source latent wherever the mask keeps the image."""
+    img = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    m = torch.zeros(16, 16)
+    m[4:12, 4:12] = 1
+    res = P.edit_image(sd3, img, "a photo of a cat on the grass", "cat", "dog", mask=m,
+                       strategy="projection", num_inference_steps=3, progress=False)
+    keep = (1 - m).bool()
+    x0 = res.extras["x0"]
+    torch.testing.assert_close(res.latents[:, keep], x0[:, keep].to(res.latents.dtype),
+                               rtol=0, atol=0)
+    assert (res.latents[:, m.bool()] - x0[:, m.bool()]).abs().max() > 1e-3
+    assert torch.isfinite(res.latents).all()
+
+
 # ---- ControlNet -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cn(tmpdir_module):
