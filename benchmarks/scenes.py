@@ -382,12 +382,16 @@ def save_pictures(pictures: dict[str, list[np.ndarray]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = [(name, img) for name, imgs in pictures.items() for img in imgs]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(6.8, 0.62 * len(rows) + 0.3), squeeze=False)
+    # the labels sit left of the images: room for the longest one (about 0.055 in per char)
+    label_in = 0.2 + 0.055 * max(len(name) for name, _ in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(6.5 + label_in, 0.62 * len(rows) + 0.3),
+                             squeeze=False)
     for ax, (name, img) in zip(axes[:, 0], rows):
         ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-    fig.tight_layout(pad=0.3)
+    fig.subplots_adjust(left=label_in / (6.5 + label_in), right=0.99, top=0.99, bottom=0.01,
+                        hspace=0.08)
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
 
