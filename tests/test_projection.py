@@ -216,3 +216,18 @@ def test_an_edit_mask_covering_everything_is_a_fresh_target_sample_not_the_sourc
                  clean_source=x_src)
     torch.testing.assert_close(res.output, res.views[1], rtol=0, atol=0)
     assert (res.output - x_src.to(F64)).abs().max() > 0.5
+
+
+def test_the_benchmark_charges_each_backward_pass_as_two_model_inputs():
+    from syncsde.benchmark_families import BACKWARD_COST, build_cases, run_case
+
+    sched = SamplingSchedule.preset("sd", 4)
+    case = [c for c in build_cases(["conditional"], sched.abar) if c.name.startswith("edit 8x8")][0]
+    src = case.strategies["projection"][1]["clean_source"]
+    res = run_case(case, sched, {"projection": ("projection", {"cg_steps": 2, "clean_source": src}),
+                                 "inpaint": ("inpaint", {"corrector_steps": 0})}, samples=40)
+    r = res["projection"]
+    # 3 views + 1 graph input forward; cg_steps + 1 backward passes for the one conditioned view
+    assert r["backward_per_step"] == 3
+    assert r["inputs_per_step"] == 4 + BACKWARD_COST * 3
+    assert res["inpaint"]["backward_per_step"] == 0
