@@ -110,7 +110,7 @@ class MomentProjection(Strategy):
             run, self.known, self.known_mask, self.name)
         self._n_steps = len(run.timesteps)
         self._previous = None
-        self._clean = None
+        self._clean = self._clean_refs = None
         if self.clean_source is not None:
             c = torch.as_tensor(self.clean_source, dtype=run.dtype, device=run.device)
             want = tuple(run.views.view_shape)
@@ -143,8 +143,11 @@ class MomentProjection(Strategy):
         sources' Tweedie estimates through the task's correlation model."""
         if self._known is not None:
             return self._known.expand(y.shape[1:]).expand_as(y)
-        if self._clean is not None:
-            return run.correlation.references(self._clean.expand_as(y).contiguous(), run.views)
+        if self._clean is not None:   # the same at every level: mapped once per run
+            if self._clean_refs is None or self._clean_refs.shape != y.shape:
+                self._clean_refs = run.correlation.references(
+                    self._clean.expand_as(y).contiguous(), run.views)
+            return self._clean_refs
         return run.correlation.references(ops.tweedie(y, eps, abar), run.views)
 
     def _projected_eps(self, run, x, k, mask, cond, negative, info):

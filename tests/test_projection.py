@@ -21,6 +21,8 @@ from syncsde.strategies import make_strategy
 from syncsde.tasks import edit_problem
 from syncsde.views import WindowViews
 
+from resume_check import assert_resumes_bit_identically
+
 F64 = torch.float64
 
 
@@ -188,23 +190,9 @@ def test_warm_start_is_checked_and_refuses_checkpoints(tmp_path):
         sample(prob, den, "projection", sched, progress=False, warm_start=True,
                clean_source=x_src, checkpoint=str(tmp_path / "run.safetensors"))
     # a cold start resumes bit-identically
-    full = sample(prob, den, "projection", sched, seed=2, batch=3, dtype=F64, progress=False,
-                  clean_source=x_src).output
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_5(index, t, y):
-        if index == 5:
-            raise Stop
-
-    ck = str(tmp_path / "cold.safetensors")
-    with pytest.raises(Stop):
-        sample(prob, den, "projection", sched, seed=2, batch=3, dtype=F64, progress=False,
-               clean_source=x_src, checkpoint=ck, callback=stop_at_5)
-    resumed = sample(prob, den, "projection", sched, seed=2, batch=3, dtype=F64, progress=False,
-                     clean_source=x_src, checkpoint=ck)
-    torch.testing.assert_close(resumed.output, full, rtol=0, atol=0)
+    assert_resumes_bit_identically(str(tmp_path / "cold.safetensors"), 5, prob, den, "projection",
+                                   sched, seed=2, batch=3, dtype=F64, progress=False,
+                                   clean_source=x_src)
 
 
 def test_an_edit_mask_covering_everything_is_a_fresh_target_sample_not_the_source():

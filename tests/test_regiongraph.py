@@ -16,6 +16,8 @@ from syncsde.strategies_regiongraph import Region, region_graph
 from syncsde.tasks import ambiguous_problem, sequence_problem, wide_problem
 from syncsde.views import WindowViews
 
+from resume_check import assert_resumes_bit_identically
+
 F64 = torch.float64
 
 
@@ -274,20 +276,8 @@ def test_corrected_runs_resume_from_a_checkpoint_bit_identically(strategy, tmp_p
         prob = ambiguous_problem((1, 4, 4), "rot180", "a", "a")
         den = PriorDenoiser({"a": a}, sched.abar)
     kw = dict(seed=3, progress=False, dtype=F64, corrector_steps=2)
-    full = sample(prob, den, strategy, sched, **kw)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_3(step, t, y):
-        if step == 3:
-            raise Stop
-
-    ck = str(tmp_path / "run.safetensors")
-    with pytest.raises(Stop):
-        sample(prob, den, strategy, sched, checkpoint=ck, callback=stop_at_3, **kw)
-    resumed = sample(prob, den, strategy, sched, checkpoint=ck, **kw)
-    torch.testing.assert_close(resumed.output, full.output, rtol=0, atol=0)
+    assert_resumes_bit_identically(str(tmp_path / "run.safetensors"), 3, prob, den, strategy,
+                                   sched, **kw)
 
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 2.5])
